@@ -1,0 +1,6 @@
+//! calldrift watches the TUICallKit callback configuration of Tencent Cloud Chat apps.
+//!
+//! - [`clock`]: wall-clock time behind a trait, so tests control it.
+//! - [`tencent`]: the REST gateway client, with [`tencent::usersig`] for credentials.
+pub mod clock;
+pub mod tencent;
