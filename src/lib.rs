@@ -1,6 +1,10 @@
 //! calldrift watches the TUICallKit callback configuration of Tencent Cloud Chat apps.
 //!
 //! - [`clock`]: wall-clock time behind a trait, so tests control it.
+//! - [`drift`]: the pure core: expected vs observed configuration, findings, fingerprint.
+//! - [`redact`]: how callback URLs are shown anywhere.
 //! - [`tencent`]: the REST gateway client, with [`tencent::usersig`] for credentials.
 pub mod clock;
+pub mod drift;
+pub mod redact;
 pub mod tencent;
