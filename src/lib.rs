@@ -1,10 +1,12 @@
 //! calldrift watches the TUICallKit callback configuration of Tencent Cloud Chat apps.
 //!
 //! - [`clock`]: wall-clock time behind a trait, so tests control it.
+//! - [`config`]: the config file: parsing, validation with positions, secret resolution.
 //! - [`drift`]: the pure core: expected vs observed configuration, findings, fingerprint.
 //! - [`redact`]: how callback URLs are shown anywhere.
 //! - [`tencent`]: the REST gateway client, with [`tencent::usersig`] for credentials.
 pub mod clock;
+pub mod config;
 pub mod drift;
 pub mod redact;
 pub mod tencent;
