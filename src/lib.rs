@@ -3,10 +3,12 @@
 //! - [`clock`]: wall-clock time behind a trait, so tests control it.
 //! - [`config`]: the config file: parsing, validation with positions, secret resolution.
 //! - [`drift`]: the pure core: expected vs observed configuration, findings, fingerprint.
+//! - [`ratelimit`]: the global and per-app limits every gateway call passes.
 //! - [`redact`]: how callback URLs are shown anywhere.
 //! - [`tencent`]: the REST gateway client, with [`tencent::usersig`] for credentials.
 pub mod clock;
 pub mod config;
 pub mod drift;
+pub mod ratelimit;
 pub mod redact;
 pub mod tencent;

@@ -1,1 +1,698 @@
+//! The REST gateway client: `get_callback` for one target, with UserSig handling,
+//! retries, the rate limiter, a capped body and lenient decoding.
+//!
+//! **Invariant:** every HTTP attempt, retries included, first passes
+//! [`RateLimits::acquire`]; a poll reports an authoritative answer only for ErrorCode 0
+//! with a `Response`, or ErrorCode 100301.
+
 pub mod usersig;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::Deserialize;
+
+use crate::clock::Clock;
+use crate::config::{Config, Target};
+use crate::drift::Observed;
+use crate::ratelimit::RateLimits;
+
+/// Response bodies larger than this are rejected without being read whole.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("calldrift/", env!("CARGO_PKG_VERSION"));
+
+/// ErrorCode meaning "no callback configuration exists".
+pub const CODE_NO_CONFIG: i64 = 100_301;
+
+const RATE_LIMITED: [i64; 5] = [60007, 60011, 60018, 60019, 70050];
+const USERSIG_EXPIRED: [i64; 2] = [70001, 70052];
+const AUTH: [i64; 10] = [
+    70002, 70003, 70005, 70009, 70013, 70014, 70016, 60010, 70403, 60021,
+];
+const TRANSIENT: [i64; 7] = [60008, 60013, 60014, 70169, 70202, 70500, 100_001];
+const CLIENT_BUG: [i64; 6] = [60002, 60003, 60009, 60012, 60015, 100_002];
+
+/// How long an app is held back after the gateway says it is over its limit.
+const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
+/// After this many transport failures in a row on a primary domain, use the backup.
+const FAILOVER_AFTER: u32 = 2;
+/// How long the backup domain is used before the primary is tried again.
+const FAILOVER_FOR: Duration = Duration::from_secs(300);
+
+/// What the gateway said besides success, kept for logs and reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiAnswer {
+    pub code: i64,
+    pub info: String,
+    pub request_id: Option<String>,
+}
+
+impl std::fmt::Display for ApiAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ErrorCode {}", self.code)?;
+        if !self.info.is_empty() {
+            write!(f, " ({})", self.info)?;
+        }
+        if let Some(id) = &self.request_id {
+            write!(f, " RequestId {id}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a poll got no authoritative answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PollError {
+    #[error("rate limited by the gateway: {0}")]
+    RateLimited(ApiAnswer),
+    #[error("authentication failed: {0}")]
+    Auth(ApiAnswer),
+    #[error("transient gateway error persisted after retries: {0}")]
+    Transient(ApiAnswer),
+    #[error("the gateway rejected the request as malformed (a calldrift bug, please report): {0}")]
+    ClientBug(ApiAnswer),
+    #[error("API error: {0}")]
+    Api(ApiAnswer),
+    #[error("HTTP status {status}")]
+    HttpStatus { status: u16 },
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("transport error: {0}")]
+    Transport(String),
+    #[error("undecodable response: {0}")]
+    Decode(String),
+}
+
+impl PollError {
+    /// The bounded `reason` label of `calldrift_api_request_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PollError::RateLimited(_) => "rate_limited",
+            PollError::Auth(_) => "auth",
+            PollError::Transient(_) | PollError::ClientBug(_) | PollError::Api(_) => "api_error",
+            PollError::HttpStatus { .. } => "http_status",
+            PollError::Timeout(_) => "timeout",
+            PollError::Transport(_) => "transport",
+            PollError::Decode(_) => "decode",
+        }
+    }
+
+    /// The failure class, as named in reports.
+    pub fn class(&self) -> &'static str {
+        match self {
+            PollError::RateLimited(_) => "rate_limited",
+            PollError::Auth(_) => "auth",
+            PollError::Transient(_) => "transient",
+            PollError::ClientBug(_) => "client_bug",
+            PollError::Api(_) => "api_error",
+            PollError::HttpStatus { .. } => "http_status",
+            PollError::Timeout(_) => "timeout",
+            PollError::Transport(_) => "transport",
+            PollError::Decode(_) => "decode",
+        }
+    }
+
+    /// The gateway's answer, when there was a decodable one.
+    pub fn answer(&self) -> Option<&ApiAnswer> {
+        match self {
+            PollError::RateLimited(a)
+            | PollError::Auth(a)
+            | PollError::Transient(a)
+            | PollError::ClientBug(a)
+            | PollError::Api(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The ErrorCode for `calldrift_api_error_code`: the gateway's, or -1 without one.
+    pub fn error_code(&self) -> i64 {
+        self.answer().map_or(-1, |a| a.code)
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            PollError::Transient(_) | PollError::Timeout(_) | PollError::Transport(_) => true,
+            PollError::HttpStatus { status } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// The result of polling one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollOutcome {
+    pub result: Result<Observed, PollError>,
+    /// RequestId of the last answer, if the gateway gave one.
+    pub request_id: Option<String>,
+    /// HTTP requests sent, retries included.
+    pub attempts: u32,
+}
+
+impl PollOutcome {
+    /// ErrorCode of the last answer: 0 present, 100301 absent, the code of a failure, -1 for none.
+    pub fn error_code(&self) -> i64 {
+        match &self.result {
+            Ok(Observed::Present { .. }) => 0,
+            Ok(Observed::Absent) => CODE_NO_CONFIG,
+            Err(e) => e.error_code(),
+        }
+    }
+}
+
+/// Receives one call per HTTP request, for metrics. The client knows nothing of Prometheus.
+pub trait RequestObserver: Send + Sync {
+    /// `failure` is the bounded reason of a failed request, `None` for an answer that decoded.
+    fn request_done(&self, region: &str, elapsed: Duration, failure: Option<&'static str>);
+    /// Time a poll spent waiting for the rate limiter.
+    fn rate_limit_wait(&self, waited: Duration);
+}
+
+/// An observer that ignores everything, for `check` and tests.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+
+impl RequestObserver for NoObserver {
+    fn request_done(&self, _: &str, _: Duration, _: Option<&'static str>) {}
+    fn rate_limit_wait(&self, _: Duration) {}
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("ca_file {path}: {message}")]
+    CaFile { path: String, message: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
+
+/// Settings of the client, taken from the config.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub timeout: Duration,
+    pub retries: u32,
+    pub ca_file: Option<std::path::PathBuf>,
+    /// First retry delay; doubled each retry, with jitter.
+    pub backoff: Duration,
+}
+
+impl ClientSettings {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            timeout: config.poll.timeout,
+            retries: config.poll.retries,
+            ca_file: config.ca_file.clone(),
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Failover {
+    consecutive_transport_failures: u32,
+    backup_until: Option<Instant>,
+}
+
+/// The gateway client: one keep-alive connection pool shared by every target.
+pub struct Client {
+    http: reqwest::Client,
+    settings: ClientSettings,
+    limits: Arc<RateLimits>,
+    clock: Arc<dyn Clock>,
+    observer: Arc<dyn RequestObserver>,
+    failover: Mutex<std::collections::HashMap<String, Failover>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// TLS trusting Mozilla's roots (bundled, so a minimal container works) plus `ca_file`.
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        let shown = path.display().to_string();
+        let pem = std::fs::read(path).map_err(|e| ClientError::CaFile {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| ClientError::CaFile {
+                path: shown.clone(),
+                message: format!("bad PEM: {e}"),
+            })?;
+            roots.add(cert).map_err(|e| ClientError::CaFile {
+                path: shown.clone(),
+                message: format!("unusable certificate: {e}"),
+            })?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ClientError::CaFile {
+                path: shown,
+                message: "no PEM certificates found".to_owned(),
+            });
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Build(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "ErrorCode")]
+    error_code: Option<i64>,
+    #[serde(rename = "ErrorInfo", default)]
+    error_info: Option<String>,
+    #[serde(rename = "RequestId", default)]
+    request_id: Option<String>,
+    #[serde(rename = "Response", default)]
+    response: Option<CallbackBody>,
+}
+
+#[derive(Deserialize)]
+struct CallbackBody {
+    #[serde(rename = "Url", default)]
+    url: Option<String>,
+    #[serde(rename = "CallbackCommandList", default)]
+    commands: Option<Vec<String>>,
+}
+
+/// What one HTTP attempt produced.
+struct Attempt {
+    result: Result<Observed, PollError>,
+    request_id: Option<String>,
+}
+
+/// Decodes a `get_callback` answer. Lenient: unknown fields are ignored and `Response`
+/// is optional, except that success must say what the config is.
+pub fn decode_get_callback(body: &[u8]) -> (Result<Observed, PollError>, Option<String>) {
+    let envelope: Envelope = match serde_json::from_slice(body) {
+        Ok(e) => e,
+        Err(e) => {
+            let looks_html = body
+                .iter()
+                .take(512)
+                .copied()
+                .collect::<Vec<u8>>()
+                .to_ascii_lowercase()
+                .windows(5)
+                .any(|w| w == b"<html");
+            let what = if looks_html {
+                "an HTML page, not JSON".to_owned()
+            } else {
+                format!("not the expected JSON ({e})")
+            };
+            return (
+                Err(PollError::Decode(format!("{what}, {} bytes", body.len()))),
+                None,
+            );
+        }
+    };
+    let request_id = envelope.request_id.clone();
+    let Some(code) = envelope.error_code else {
+        return (
+            Err(PollError::Decode("no ErrorCode in the answer".to_owned())),
+            request_id,
+        );
+    };
+    let answer = ApiAnswer {
+        code,
+        info: envelope.error_info.unwrap_or_default(),
+        request_id: request_id.clone(),
+    };
+    let result = match code {
+        0 => match envelope.response {
+            Some(CallbackBody {
+                url: Some(url),
+                commands,
+            }) => Ok(Observed::Present {
+                url,
+                commands: commands.unwrap_or_default(),
+            }),
+            _ => Err(PollError::Decode(
+                "ErrorCode 0 without Response.Url".to_owned(),
+            )),
+        },
+        CODE_NO_CONFIG => Ok(Observed::Absent),
+        c if RATE_LIMITED.contains(&c) => Err(PollError::RateLimited(answer)),
+        c if AUTH.contains(&c) || USERSIG_EXPIRED.contains(&c) => Err(PollError::Auth(answer)),
+        c if TRANSIENT.contains(&c) => Err(PollError::Transient(answer)),
+        c if CLIENT_BUG.contains(&c) => Err(PollError::ClientBug(answer)),
+        _ => Err(PollError::Api(answer)),
+    };
+    (result, request_id)
+}
+
+impl Client {
+    pub fn new(
+        settings: ClientSettings,
+        limits: Arc<RateLimits>,
+        clock: Arc<dyn Clock>,
+        observer: Arc<dyn RequestObserver>,
+    ) -> Result<Self, ClientError> {
+        let tls = tls_config(settings.ca_file.as_deref())?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .user_agent(USER_AGENT)
+            .connect_timeout(settings.timeout)
+            .timeout(settings.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ClientError::Build(e.without_url().to_string()))?;
+        Ok(Self {
+            http,
+            settings,
+            limits,
+            clock,
+            observer,
+            failover: Mutex::new(Default::default()),
+        })
+    }
+
+    /// The rate limiter this client passes every call through.
+    pub fn limits(&self) -> &Arc<RateLimits> {
+        &self.limits
+    }
+
+    /// Polls `get_callback` for one target: rate limited, retried for transient failures,
+    /// re-minting the UserSig once if the gateway says it expired.
+    pub async fn get_callback(&self, target: &Target) -> PollOutcome {
+        let mut attempts = 0;
+        let mut retries_left = self.settings.retries;
+        let mut resigned = false;
+        loop {
+            let waited = self.limits.acquire(target.key.sdkappid).await;
+            self.observer.rate_limit_wait(waited);
+            attempts += 1;
+            let attempt = self.attempt(target).await;
+            let retry = match &attempt.result {
+                Err(PollError::Auth(answer))
+                    if USERSIG_EXPIRED.contains(&answer.code) && !resigned =>
+                {
+                    target.usersig.invalidate();
+                    resigned = true;
+                    true
+                }
+                Err(PollError::RateLimited(_)) => {
+                    self.limits.slow_down(target.key.sdkappid, RATE_LIMIT_PAUSE);
+                    false
+                }
+                Err(e) if e.is_retryable() && retries_left > 0 => {
+                    tokio::time::sleep(self.backoff(self.settings.retries - retries_left)).await;
+                    retries_left -= 1;
+                    true
+                }
+                _ => false,
+            };
+            if !retry {
+                return PollOutcome {
+                    result: attempt.result,
+                    request_id: attempt.request_id,
+                    attempts,
+                };
+            }
+        }
+    }
+
+    /// Exponential backoff with jitter: base·2^n scaled by a random factor in [0.5, 1].
+    fn backoff(&self, retry: u32) -> Duration {
+        let full = self.settings.backoff.saturating_mul(1 << retry.min(6));
+        full.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+
+    fn base_url<'a>(&self, target: &'a Target) -> &'a str {
+        let failover = self.failover.lock().unwrap_or_else(|p| p.into_inner());
+        let on_backup = failover
+            .get(&target.key.region)
+            .and_then(|f| f.backup_until)
+            .is_some_and(|until| until > Instant::now());
+        match (on_backup, target.bases.get(1)) {
+            (true, Some(backup)) => backup,
+            _ => &target.bases[0],
+        }
+    }
+
+    fn note_transport(&self, target: &Target, base: &str, failed: bool) {
+        if target.bases.len() < 2 || base != target.bases[0] {
+            return;
+        }
+        let mut failover = self.failover.lock().unwrap_or_else(|p| p.into_inner());
+        let state = failover.entry(target.key.region.clone()).or_default();
+        if !failed {
+            state.consecutive_transport_failures = 0;
+            return;
+        }
+        state.consecutive_transport_failures += 1;
+        if state.consecutive_transport_failures >= FAILOVER_AFTER {
+            state.consecutive_transport_failures = 0;
+            state.backup_until = Some(Instant::now() + FAILOVER_FOR);
+            tracing::warn!(region = %target.key.region, backup = %target.bases[1], "primary domain failing at the transport level; using the backup domain");
+        }
+    }
+
+    async fn attempt(&self, target: &Target) -> Attempt {
+        let base = self.base_url(target);
+        let usersig = target.usersig.get(self.clock.unix_secs());
+        let random: u32 = rand::rng().random();
+        let url = match url::Url::parse_with_params(
+            &format!("{base}/v4/call_config/get_callback"),
+            &[
+                ("sdkappid", target.key.sdkappid.to_string().as_str()),
+                ("identifier", target.identifier.as_str()),
+                ("usersig", usersig.expose()),
+                ("random", random.to_string().as_str()),
+                ("contenttype", "json"),
+            ],
+        ) {
+            Ok(url) => url,
+            Err(e) => {
+                return Attempt {
+                    result: Err(PollError::Transport(format!("bad base URL: {e}"))),
+                    request_id: None,
+                };
+            }
+        };
+        let started = Instant::now();
+        let request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body("{}")
+            .send();
+        let read = async {
+            let response = request.await?;
+            let status = response.status();
+            let body = read_capped(response).await?;
+            Ok::<_, BodyError>((status, body))
+        };
+        // reqwest's own timeout covers connect to end of body; this is a backstop.
+        let outcome =
+            tokio::time::timeout(self.settings.timeout + Duration::from_millis(250), read).await;
+        let elapsed = started.elapsed();
+        let attempt = match outcome {
+            Err(_) => Attempt {
+                result: Err(PollError::Timeout(self.settings.timeout)),
+                request_id: None,
+            },
+            Ok(Err(BodyError::Http(e))) if e.is_timeout() => Attempt {
+                result: Err(PollError::Timeout(self.settings.timeout)),
+                request_id: None,
+            },
+            Ok(Err(BodyError::Http(e))) => Attempt {
+                result: Err(PollError::Transport(describe_reqwest(&e))),
+                request_id: None,
+            },
+            Ok(Err(BodyError::TooLarge)) => Attempt {
+                result: Err(PollError::Decode(format!(
+                    "response body larger than {MAX_BODY_BYTES} bytes"
+                ))),
+                request_id: None,
+            },
+            Ok(Ok((status, _))) if status == reqwest::StatusCode::TOO_MANY_REQUESTS => Attempt {
+                result: Err(PollError::RateLimited(ApiAnswer {
+                    code: -1,
+                    info: "HTTP 429".to_owned(),
+                    request_id: None,
+                })),
+                request_id: None,
+            },
+            Ok(Ok((status, _))) if status != reqwest::StatusCode::OK => Attempt {
+                result: Err(PollError::HttpStatus {
+                    status: status.as_u16(),
+                }),
+                request_id: None,
+            },
+            Ok(Ok((_, body))) => {
+                let (result, request_id) = decode_get_callback(&body);
+                Attempt { result, request_id }
+            }
+        };
+        self.note_transport(
+            target,
+            base,
+            matches!(attempt.result, Err(PollError::Transport(_))),
+        );
+        let failure = attempt.result.as_ref().err().map(PollError::reason);
+        self.observer
+            .request_done(&target.key.region, elapsed, failure);
+        attempt
+    }
+}
+
+enum BodyError {
+    Http(reqwest::Error),
+    TooLarge,
+}
+
+impl From<reqwest::Error> for BodyError {
+    fn from(e: reqwest::Error) -> Self {
+        BodyError::Http(e)
+    }
+}
+
+/// Reads at most [`MAX_BODY_BYTES`], refusing early when Content-Length says more.
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_BODY_BYTES as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A transport error with its causes, never with the URL (its query holds the UserSig).
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    let mut text = String::new();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let kind = if e.is_connect() {
+        "connect"
+    } else if e.is_request() {
+        "request"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "transport"
+    };
+    text.push_str(kind);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(body: &str) -> Result<Observed, String> {
+        decode_get_callback(body.as_bytes())
+            .0
+            .map_err(|e| format!("{}:{}", e.class(), e.error_code()))
+    }
+
+    #[test]
+    fn decoding_table() {
+        let present = Observed::Present {
+            url: "https://h/cb".into(),
+            commands: vec!["Call.CallbackAfterEndCall".into()],
+        };
+        let cases: Vec<(&str, Result<Observed, String>)> = vec![
+            (
+                r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","RequestId":"r","Response":{"Url":"https://h/cb","CallbackCommandList":["Call.CallbackAfterEndCall"],"New":1},"Extra":true}"#,
+                Ok(present),
+            ),
+            (
+                r#"{"ErrorCode":0,"Response":{"Url":"https://h/cb"}}"#,
+                Ok(Observed::Present {
+                    url: "https://h/cb".into(),
+                    commands: vec![],
+                }),
+            ),
+            (
+                r#"{"ActionStatus":"FAIL","ErrorCode":100301,"ErrorInfo":"no config"}"#,
+                Ok(Observed::Absent),
+            ),
+            (
+                r#"{"ErrorCode":100301,"Response":{}}"#,
+                Ok(Observed::Absent),
+            ),
+            (r#"{"ErrorCode":0}"#, Err("decode:-1".into())),
+            (r#"{"ErrorCode":0,"Response":{}}"#, Err("decode:-1".into())),
+            (r#"{"ErrorCode":"0"}"#, Err("decode:-1".into())),
+            (
+                r#"{"ErrorCode":0,"Response":{"Url":"x","CallbackCommandList":5}}"#,
+                Err("decode:-1".into()),
+            ),
+            (r#"{"ActionStatus":"OK"}"#, Err("decode:-1".into())),
+            (
+                "<html><body>502 Bad Gateway</body></html>",
+                Err("decode:-1".into()),
+            ),
+            ("", Err("decode:-1".into())),
+            (r#"{"ErrorCode":60011}"#, Err("rate_limited:60011".into())),
+            (r#"{"ErrorCode":70050}"#, Err("rate_limited:70050".into())),
+            (r#"{"ErrorCode":70001}"#, Err("auth:70001".into())),
+            (r#"{"ErrorCode":70009}"#, Err("auth:70009".into())),
+            (r#"{"ErrorCode":60010}"#, Err("auth:60010".into())),
+            (r#"{"ErrorCode":60021}"#, Err("auth:60021".into())),
+            (r#"{"ErrorCode":100001}"#, Err("transient:100001".into())),
+            (r#"{"ErrorCode":100002}"#, Err("client_bug:100002".into())),
+            (r#"{"ErrorCode":70020}"#, Err("api_error:70020".into())),
+            (r#"{"ErrorCode":12345}"#, Err("api_error:12345".into())),
+        ];
+        for (body, want) in cases {
+            assert_eq!(decode(body), want, "{body}");
+        }
+    }
+
+    #[test]
+    fn request_id_and_info_are_kept() {
+        let (result, id) =
+            decode_get_callback(br#"{"ErrorCode":70009,"ErrorInfo":"bad sig","RequestId":"Id-1"}"#);
+        assert_eq!(id.as_deref(), Some("Id-1"));
+        let e = result.expect_err("auth");
+        assert_eq!(
+            e.to_string(),
+            "authentication failed: ErrorCode 70009 (bad sig) RequestId Id-1"
+        );
+        assert_eq!(e.reason(), "auth");
+    }
+
+    #[test]
+    fn html_pages_are_named() {
+        let (result, _) = decode_get_callback(b"<!DOCTYPE html><HTML><h1>Bad gateway</h1></HTML>");
+        assert!(
+            result
+                .expect_err("html")
+                .to_string()
+                .contains("an HTML page")
+        );
+    }
+}
