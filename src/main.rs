@@ -1,1 +1,4 @@
-fn main() {}
+//! The `calldrift` binary: everything lives in the library; this is the edge.
+fn main() -> std::process::ExitCode {
+    calldrift::cli::main()
+}

@@ -1,0 +1,232 @@
+//! The command line (SPEC "Command line"): argument parsing, logging set-up, and one
+//! function per subcommand that turns library results into output and exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, LogFormat};
+use crate::tencent::usersig::{self, SecretKey};
+
+/// Version and git revision, as `--version` prints them.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("CALLDRIFT_REVISION"),
+    ")"
+);
+
+#[derive(Debug, Parser)]
+#[command(name = "calldrift", version = VERSION, about = "Watches the TUICallKit callback configuration of Tencent Cloud Chat apps")]
+pub struct Cli {
+    /// Log level or RUST_LOG-style filter; overrides the config file and RUST_LOG.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    /// Log format; overrides the config file.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Config file.
+    #[arg(short, long, env = "CALLDRIFT_CONFIG", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One pass over every target, then a report. Exit 0 no drift, 2 drift, 1 errors.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+        /// Only these apps (repeatable).
+        #[arg(long = "app", value_name = "NAME")]
+        apps: Vec<String>,
+    },
+    /// Parse and validate the config and resolve secrets; no network.
+    Validate {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print a UserSig for manual debugging; the key comes from $CALLDRIFT_SECRET_KEY or --key-file.
+    Usersig {
+        #[arg(long)]
+        sdkappid: u64,
+        #[arg(long)]
+        identifier: String,
+        /// Validity, e.g. 24h.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        expire: Duration,
+        /// File holding the secret key.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Parses arguments, runs the subcommand, returns its exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("calldrift: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Sets up tracing: `--log-level` wins, then RUST_LOG, then the config's level.
+pub fn init_logging(cli_level: Option<&str>, config_level: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = cli_level
+        .map(EnvFilter::try_new)
+        .or_else(|| {
+            std::env::var("RUST_LOG")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(EnvFilter::try_new)
+        })
+        .unwrap_or_else(|| EnvFilter::try_new(config_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests calling the CLI twice) is harmless, so its error is ignored.
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn log_format(cli: Option<LogFormatArg>, config: LogFormat) -> LogFormat {
+    match cli {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        None => config,
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { config } => Ok(validate(&config.config)),
+        Command::Check {
+            config,
+            format,
+            apps,
+        } => {
+            let loaded = match config::load(&config.config) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    for line in e.diagnostics() {
+                        eprintln!("{line}");
+                    }
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            init_logging(
+                cli.log_level.as_deref(),
+                &loaded.config.log_level,
+                log_format(cli.log_format, loaded.config.log_format),
+            );
+            for warning in &loaded.warnings {
+                tracing::warn!("{warning}");
+            }
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let report = runtime()?.block_on(crate::check::run(
+                &loaded.config,
+                &loaded.secrets,
+                &apps,
+                clock,
+            ))?;
+            match format {
+                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                ReportFormat::Text => print!("{}", report.to_text()),
+            }
+            Ok(ExitCode::from(report.exit_code()))
+        }
+        Command::Usersig {
+            sdkappid,
+            identifier,
+            expire,
+            key_file,
+        } => {
+            let key = read_key(key_file.as_deref())?;
+            let sig = usersig::mint(
+                &key,
+                sdkappid,
+                &identifier,
+                SystemClock.unix_secs(),
+                expire.as_secs(),
+            );
+            println!("{}", sig.expose());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn validate(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("{warning}");
+            }
+            println!(
+                "{}: valid ({} apps, {} targets)",
+                path.display(),
+                loaded.config.apps.len(),
+                loaded.config.target_count()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in e.diagnostics() {
+                eprintln!("{line}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn read_key(key_file: Option<&Path>) -> anyhow::Result<SecretKey> {
+    let key = match key_file {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read key file {}", path.display()))?,
+        None => std::env::var("CALLDRIFT_SECRET_KEY")
+            .context("no key: set $CALLDRIFT_SECRET_KEY or pass --key-file (never the key itself as an argument)")?,
+    };
+    let key = key.trim();
+    anyhow::ensure!(!key.is_empty(), "the secret key is empty");
+    Ok(SecretKey::new(key))
+}
