@@ -1,9 +1,14 @@
 # syntax=docker/dockerfile:1
-# calldrift container image: docker build -t ghcr.io/calldrift/calldrift:0.1.0 .
+# calldrift container image:
+#   docker build --build-arg CALLDRIFT_REVISION=$(git rev-parse --short=12 HEAD) \
+#     -t ghcr.io/calldrift/calldrift:0.1.0 .
 # The binary links glibc dynamically (TLS is rustls with bundled roots), so
 # the runtime is distroless "cc" (glibc, libgcc; no shell), as user nonroot.
 
 FROM rust:1-bookworm AS build
+# build.rs records it for --version and calldrift_build_info (.git is not in
+# the build context, see .dockerignore); "unknown" when not given.
+ARG CALLDRIFT_REVISION
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -1,0 +1,174 @@
+//! The state file: per target, the last observed config (URL redacted), its fingerprint,
+//! the last change time and the change count, so changes are news across restarts.
+//!
+//! **Invariant:** the file on disk is always a complete, parsable document: it is written
+//! to a temporary file in the same directory, fsynced, renamed over the old one, and the
+//! directory is fsynced.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::TargetKey;
+use crate::report::ObservedView;
+
+const VERSION: u32 = 1;
+
+/// What is remembered of one target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedTarget {
+    pub app: String,
+    pub sdkappid: u64,
+    pub region: String,
+    /// The last authoritative observation, redacted: only the fingerprint sees the raw URL.
+    pub observed: ObservedView,
+    pub fingerprint: u64,
+    /// Unix time of the last change, if one was seen.
+    pub last_change: Option<f64>,
+    pub changes: u64,
+}
+
+impl SavedTarget {
+    pub fn key(&self) -> TargetKey {
+        TargetKey { app: self.app.clone(), sdkappid: self.sdkappid, region: self.region.clone() }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub targets: Vec<SavedTarget>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("state file {path} is corrupt ({message}); moved it to {moved_to} and starting fresh")]
+    Corrupt { path: String, message: String, moved_to: String },
+}
+
+/// What loading found.
+#[derive(Debug)]
+pub struct Loaded {
+    pub targets: BTreeMap<TargetKey, SavedTarget>,
+    /// Set when a corrupt file was moved aside; the caller logs it as an error.
+    pub recovered: Option<StateError>,
+}
+
+/// Reads the state file; a missing file is an empty state, a corrupt one is moved aside
+/// to `NAME.corrupt-UNIXTIME` and reported in [`Loaded::recovered`].
+pub fn load(path: &Path, now_unix: u64) -> Result<Loaded, StateError> {
+    let shown = path.display().to_string();
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded { targets: BTreeMap::new(), recovered: None }),
+        Err(source) => return Err(StateError::Io { path: shown, source }),
+    };
+    match serde_json::from_slice::<State>(&bytes) {
+        Ok(state) if state.version == VERSION => {
+            let targets = state.targets.into_iter().map(|t| (t.key(), t)).collect();
+            Ok(Loaded { targets, recovered: None })
+        }
+        parsed => {
+            let message = match parsed {
+                Ok(state) => format!("unknown version {}", state.version),
+                Err(e) => e.to_string(),
+            };
+            let aside = PathBuf::from(format!("{shown}.corrupt-{now_unix}"));
+            std::fs::rename(path, &aside).map_err(|source| StateError::Io { path: shown.clone(), source })?;
+            let recovered = StateError::Corrupt { path: shown, message, moved_to: aside.display().to_string() };
+            Ok(Loaded { targets: BTreeMap::new(), recovered: Some(recovered) })
+        }
+    }
+}
+
+/// Writes the state atomically (temporary file, fsync, rename, fsync of the directory).
+pub fn save(path: &Path, targets: Vec<SavedTarget>) -> Result<(), StateError> {
+    let shown = path.display().to_string();
+    let io = |source| StateError::Io { path: shown.clone(), source };
+    let state = State { version: VERSION, targets };
+    let bytes = serde_json::to_vec_pretty(&state).map_err(|e| io(std::io::Error::other(e)))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state.json".to_owned());
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename is durable only once the directory entry is.
+        std::fs::File::open(&dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })
+}
+
+/// Checks that the state file's directory is writable, so `run` can refuse to start
+/// with a clear message instead of failing at the first change.
+pub fn check_writable(path: &Path) -> Result<(), StateError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let probe = dir.join(format!(".calldrift-write-test-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|source| StateError::Io { path: path.display().to_string(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(app: &str) -> SavedTarget {
+        SavedTarget {
+            app: app.into(),
+            sdkappid: 1,
+            region: "china".into(),
+            observed: ObservedView { present: true, url: Some("https://h/cb?t=REDACTED".into()), commands: vec!["Call.CallbackAfterEndCall".into()] },
+            fingerprint: 42,
+            last_change: Some(1_700_000_000.5),
+            changes: 3,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_a_missing_file_is_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        assert!(load(&path, 0).expect("missing is fine").targets.is_empty());
+        save(&path, vec![saved("a"), saved("b")]).expect("save");
+        let loaded = load(&path, 0).expect("load");
+        assert_eq!(loaded.targets.len(), 2);
+        assert_eq!(loaded.targets[&saved("a").key()], saved("a"));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").filter_map(Result::ok).filter(|e| e.file_name() != "state.json").collect();
+        assert!(leftovers.is_empty(), "no temporary files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn a_corrupt_file_is_moved_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, b"{\"version\":1,\"targets\":[{\"app\":").expect("write");
+        let loaded = load(&path, 1234).expect("recovers");
+        assert!(loaded.targets.is_empty());
+        assert!(matches!(loaded.recovered, Some(StateError::Corrupt { .. })));
+        assert!(dir.path().join("state.json.corrupt-1234").exists());
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn an_unwritable_directory_is_reported() {
+        let err = save(Path::new("/nonexistent-dir/state.json"), vec![]).expect_err("cannot write");
+        assert!(err.to_string().starts_with("state file /nonexistent-dir/state.json:"), "{err}");
+        assert!(check_writable(Path::new("/nonexistent-dir/state.json")).is_err());
+    }
+}
