@@ -9,7 +9,9 @@
 //! - [`ratelimit`]: the global and per-app limits every gateway call passes.
 //! - [`redact`]: how callback URLs are shown anywhere.
 //! - [`report`]: the per-target report of `check` and `/api/v1/targets`.
+//! - [`sim`]: the simulated Chat REST gateway behind `calldrift simulate`, `demo` and the tests.
 //! - [`state`]: the state file, written atomically.
+//! - [`status`]: what is known about each target; transitions, logs and metric updates.
 //! - [`tencent`]: the REST gateway client, with [`tencent::usersig`] for credentials.
 pub mod check;
 pub mod cli;
@@ -20,5 +22,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod redact;
 pub mod report;
+pub mod sim;
 pub mod state;
+pub mod status;
 pub mod tencent;

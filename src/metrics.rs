@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::config::TargetKey;
@@ -63,7 +63,8 @@ fn target_gauge(registry: &Registry, name: &str, help: &str, extra: &[&str]) -> 
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let vec = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+    let vec = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
     register(registry, vec)
 }
 
@@ -71,37 +72,112 @@ impl Metrics {
     pub fn new(version: &str, revision: &str) -> Self {
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
-        let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+        let _ = registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
 
         let build_info = register(
             &registry,
-            GaugeVec::new(Opts::new("calldrift_build_info", "Always 1; labels name the calldrift version and git revision."), &["version", "revision"])
-                .unwrap_or_else(|e| unreachable!("{e}")),
+            GaugeVec::new(
+                Opts::new(
+                    "calldrift_build_info",
+                    "Always 1; labels name the calldrift version and git revision.",
+                ),
+                &["version", "revision"],
+            )
+            .unwrap_or_else(|e| unreachable!("{e}")),
         );
         build_info.with_label_values(&[version, revision]).set(1.0);
 
-        let gauge = |name: &str, help: &str| register(&registry, Gauge::new(name, help).unwrap_or_else(|e| unreachable!("{e}")));
-        let int_gauge = |name: &str, help: &str| register(&registry, IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("{e}")));
+        let gauge = |name: &str, help: &str| {
+            register(
+                &registry,
+                Gauge::new(name, help).unwrap_or_else(|e| unreachable!("{e}")),
+            )
+        };
+        let int_gauge = |name: &str, help: &str| {
+            register(
+                &registry,
+                IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("{e}")),
+            )
+        };
 
         Metrics {
             targets: int_gauge("calldrift_targets", "Configured (app, region) targets."),
-            up: target_gauge(&registry, "calldrift_up", "1 if the last poll of the target got an authoritative answer (ErrorCode 0 or 100301), else 0", &[]),
-            drift: target_gauge(&registry, "calldrift_drift", "1 while the finding kind named by `check` is present in the last authoritative answer", &["check"]),
-            config_present: target_gauge(&registry, "calldrift_callback_config_present", "1 if a callback configuration exists, 0 if absent, per the last authoritative answer", &[]),
-            url_https: target_gauge(&registry, "calldrift_callback_url_https", "1 if the observed callback URL is https", &[]),
-            command_enabled: target_gauge(&registry, "calldrift_callback_command_enabled", "1 if the command word is enabled in the callback configuration, 0 if not", &["command"]),
-            fingerprint: target_gauge(&registry, "calldrift_callback_config_fingerprint", "Stable 48-bit hash of (present, url, sorted commands); use changes() on it", &[]),
+            up: target_gauge(
+                &registry,
+                "calldrift_up",
+                "1 if the last poll of the target got an authoritative answer (ErrorCode 0 or 100301), else 0",
+                &[],
+            ),
+            drift: target_gauge(
+                &registry,
+                "calldrift_drift",
+                "1 while the finding kind named by `check` is present in the last authoritative answer",
+                &["check"],
+            ),
+            config_present: target_gauge(
+                &registry,
+                "calldrift_callback_config_present",
+                "1 if a callback configuration exists, 0 if absent, per the last authoritative answer",
+                &[],
+            ),
+            url_https: target_gauge(
+                &registry,
+                "calldrift_callback_url_https",
+                "1 if the observed callback URL is https",
+                &[],
+            ),
+            command_enabled: target_gauge(
+                &registry,
+                "calldrift_callback_command_enabled",
+                "1 if the command word is enabled in the callback configuration, 0 if not",
+                &["command"],
+            ),
+            fingerprint: target_gauge(
+                &registry,
+                "calldrift_callback_config_fingerprint",
+                "Stable 48-bit hash of (present, url, sorted commands); use changes() on it",
+                &[],
+            ),
             changes: counter_vec(
                 &registry,
                 "calldrift_callback_config_changes_total",
-                &format!("Observed changes of the callback configuration, kept across restarts in the state file {FROM_POLLING}."),
+                &format!(
+                    "Observed changes of the callback configuration, kept across restarts in the state file {FROM_POLLING}."
+                ),
                 &TARGET_LABELS,
             ),
-            last_change: target_gauge(&registry, "calldrift_callback_config_last_change_timestamp_seconds", "Unix time of the last observed change; 0 if none seen", &[]),
-            last_poll: target_gauge(&registry, "calldrift_last_poll_timestamp_seconds", "Unix time of the last completed poll", &[]),
-            last_success: target_gauge(&registry, "calldrift_last_success_timestamp_seconds", "Unix time of the last authoritative answer", &[]),
-            api_error_code: target_gauge(&registry, "calldrift_api_error_code", "ErrorCode of the last answer: 0 ok, 100301 absent, -1 no decodable answer", &[]),
-            api_requests: counter_vec(&registry, "calldrift_api_requests_total", "HTTP requests sent to the gateway, retries included.", &["region"]),
+            last_change: target_gauge(
+                &registry,
+                "calldrift_callback_config_last_change_timestamp_seconds",
+                "Unix time of the last observed change; 0 if none seen",
+                &[],
+            ),
+            last_poll: target_gauge(
+                &registry,
+                "calldrift_last_poll_timestamp_seconds",
+                "Unix time of the last completed poll",
+                &[],
+            ),
+            last_success: target_gauge(
+                &registry,
+                "calldrift_last_success_timestamp_seconds",
+                "Unix time of the last authoritative answer",
+                &[],
+            ),
+            api_error_code: target_gauge(
+                &registry,
+                "calldrift_api_error_code",
+                "ErrorCode of the last answer: 0 ok, 100301 absent, -1 no decodable answer",
+                &[],
+            ),
+            api_requests: counter_vec(
+                &registry,
+                "calldrift_api_requests_total",
+                "HTTP requests sent to the gateway, retries included.",
+                &["region"],
+            ),
             api_failures: counter_vec(
                 &registry,
                 "calldrift_api_request_failures_total",
@@ -111,26 +187,41 @@ impl Metrics {
             api_duration: register(
                 &registry,
                 HistogramVec::new(
-                    HistogramOpts::new("calldrift_api_request_duration_seconds", "Latency of gateway requests.")
-                        .buckets(vec![0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                    HistogramOpts::new(
+                        "calldrift_api_request_duration_seconds",
+                        "Latency of gateway requests.",
+                    )
+                    .buckets(vec![0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
                     &["region"],
                 )
                 .unwrap_or_else(|e| unreachable!("{e}")),
             ),
             rate_limit_wait: register(
                 &registry,
-                prometheus::Counter::new("calldrift_rate_limit_wait_seconds_total", "Time polls spent waiting for the rate limiter.")
-                    .unwrap_or_else(|e| unreachable!("{e}")),
+                prometheus::Counter::new(
+                    "calldrift_rate_limit_wait_seconds_total",
+                    "Time polls spent waiting for the rate limiter.",
+                )
+                .unwrap_or_else(|e| unreachable!("{e}")),
             ),
-            schedule_lag: gauge("calldrift_schedule_lag_seconds", "How far the poll loop runs behind its schedule; 0 when on time."),
+            schedule_lag: gauge(
+                "calldrift_schedule_lag_seconds",
+                "How far the poll loop runs behind its schedule; 0 when on time.",
+            ),
             polls_skipped: counter_vec(
                 &registry,
                 "calldrift_polls_skipped_total",
                 "Ticks skipped because the previous poll of the target was still running.",
                 &TARGET_LABELS,
             ),
-            reload_successful: int_gauge("calldrift_config_last_reload_successful", "1 if the last config load or reload succeeded, else 0."),
-            reload_success_time: gauge("calldrift_config_last_reload_success_timestamp_seconds", "Unix time of the last successful config load or reload."),
+            reload_successful: int_gauge(
+                "calldrift_config_last_reload_successful",
+                "1 if the last config load or reload succeeded, else 0.",
+            ),
+            reload_success_time: gauge(
+                "calldrift_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful config load or reload.",
+            ),
             registry,
         }
     }
@@ -151,10 +242,14 @@ impl Metrics {
             vec.with_label_values(&l).set(0.0);
         }
         for check in Check::ALL {
-            self.drift.with_label_values(&with(&l, check.as_str())).set(0.0);
+            self.drift
+                .with_label_values(&with(&l, check.as_str()))
+                .set(0.0);
         }
         for command in commands {
-            self.command_enabled.with_label_values(&with(&l, command)).set(0.0);
+            self.command_enabled
+                .with_label_values(&with(&l, command))
+                .set(0.0);
         }
         self.changes.with_label_values(&l).inc_by(0);
         self.polls_skipped.with_label_values(&l).inc_by(0);
@@ -213,7 +308,9 @@ impl Metrics {
     pub fn set_command(&self, key: &TargetKey, command: &str, enabled: bool) {
         let labels = target_labels(key);
         let l = labels_ref(&labels);
-        self.command_enabled.with_label_values(&with(&l, command)).set(if enabled { 1.0 } else { 0.0 });
+        self.command_enabled
+            .with_label_values(&with(&l, command))
+            .set(if enabled { 1.0 } else { 0.0 });
     }
 
     /// Drops the `command_enabled` series of a command word no longer observed.
@@ -225,7 +322,11 @@ impl Metrics {
 }
 
 fn target_labels(key: &TargetKey) -> [String; 3] {
-    [key.app.clone(), key.sdkappid.to_string(), key.region.clone()]
+    [
+        key.app.clone(),
+        key.sdkappid.to_string(),
+        key.region.clone(),
+    ]
 }
 
 fn labels_ref(labels: &[String; 3]) -> [&str; 3] {
@@ -256,7 +357,9 @@ pub struct TargetMetrics {
 impl RequestObserver for Metrics {
     fn request_done(&self, region: &str, elapsed: Duration, failure: Option<&'static str>) {
         self.api_requests.with_label_values(&[region]).inc();
-        self.api_duration.with_label_values(&[region]).observe(elapsed.as_secs_f64());
+        self.api_duration
+            .with_label_values(&[region])
+            .observe(elapsed.as_secs_f64());
         if let Some(reason) = failure {
             self.api_failures.with_label_values(&[region, reason]).inc();
         }
@@ -272,7 +375,11 @@ mod tests {
     use super::*;
 
     fn key() -> TargetKey {
-        TargetKey { app: "a".into(), sdkappid: 1400000001, region: "china".into() }
+        TargetKey {
+            app: "a".into(),
+            sdkappid: 1400000001,
+            region: "china".into(),
+        }
     }
 
     #[test]

@@ -32,7 +32,11 @@ pub struct SavedTarget {
 
 impl SavedTarget {
     pub fn key(&self) -> TargetKey {
-        TargetKey { app: self.app.clone(), sdkappid: self.sdkappid, region: self.region.clone() }
+        TargetKey {
+            app: self.app.clone(),
+            sdkappid: self.sdkappid,
+            region: self.region.clone(),
+        }
     }
 }
 
@@ -45,9 +49,16 @@ pub struct State {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("state file {path} is corrupt ({message}); moved it to {moved_to} and starting fresh")]
-    Corrupt { path: String, message: String, moved_to: String },
+    Corrupt {
+        path: String,
+        message: String,
+        moved_to: String,
+    },
 }
 
 /// What loading found.
@@ -64,13 +75,26 @@ pub fn load(path: &Path, now_unix: u64) -> Result<Loaded, StateError> {
     let shown = path.display().to_string();
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded { targets: BTreeMap::new(), recovered: None }),
-        Err(source) => return Err(StateError::Io { path: shown, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Loaded {
+                targets: BTreeMap::new(),
+                recovered: None,
+            });
+        }
+        Err(source) => {
+            return Err(StateError::Io {
+                path: shown,
+                source,
+            });
+        }
     };
     match serde_json::from_slice::<State>(&bytes) {
         Ok(state) if state.version == VERSION => {
             let targets = state.targets.into_iter().map(|t| (t.key(), t)).collect();
-            Ok(Loaded { targets, recovered: None })
+            Ok(Loaded {
+                targets,
+                recovered: None,
+            })
         }
         parsed => {
             let message = match parsed {
@@ -78,9 +102,19 @@ pub fn load(path: &Path, now_unix: u64) -> Result<Loaded, StateError> {
                 Err(e) => e.to_string(),
             };
             let aside = PathBuf::from(format!("{shown}.corrupt-{now_unix}"));
-            std::fs::rename(path, &aside).map_err(|source| StateError::Io { path: shown.clone(), source })?;
-            let recovered = StateError::Corrupt { path: shown, message, moved_to: aside.display().to_string() };
-            Ok(Loaded { targets: BTreeMap::new(), recovered: Some(recovered) })
+            std::fs::rename(path, &aside).map_err(|source| StateError::Io {
+                path: shown.clone(),
+                source,
+            })?;
+            let recovered = StateError::Corrupt {
+                path: shown,
+                message,
+                moved_to: aside.display().to_string(),
+            };
+            Ok(Loaded {
+                targets: BTreeMap::new(),
+                recovered: Some(recovered),
+            })
         }
     }
 }
@@ -88,14 +122,23 @@ pub fn load(path: &Path, now_unix: u64) -> Result<Loaded, StateError> {
 /// Writes the state atomically (temporary file, fsync, rename, fsync of the directory).
 pub fn save(path: &Path, targets: Vec<SavedTarget>) -> Result<(), StateError> {
     let shown = path.display().to_string();
-    let io = |source| StateError::Io { path: shown.clone(), source };
-    let state = State { version: VERSION, targets };
+    let io = |source| StateError::Io {
+        path: shown.clone(),
+        source,
+    };
+    let state = State {
+        version: VERSION,
+        targets,
+    };
     let bytes = serde_json::to_vec_pretty(&state).map_err(|e| io(std::io::Error::other(e)))?;
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
         _ => PathBuf::from("."),
     };
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state.json".to_owned());
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "state.json".to_owned());
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
@@ -121,7 +164,10 @@ pub fn check_writable(path: &Path) -> Result<(), StateError> {
     let probe = dir.join(format!(".calldrift-write-test-{}", std::process::id()));
     std::fs::File::create(&probe)
         .and_then(|_| std::fs::remove_file(&probe))
-        .map_err(|source| StateError::Io { path: path.display().to_string(), source })
+        .map_err(|source| StateError::Io {
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -133,7 +179,11 @@ mod tests {
             app: app.into(),
             sdkappid: 1,
             region: "china".into(),
-            observed: ObservedView { present: true, url: Some("https://h/cb?t=REDACTED".into()), commands: vec!["Call.CallbackAfterEndCall".into()] },
+            observed: ObservedView {
+                present: true,
+                url: Some("https://h/cb?t=REDACTED".into()),
+                commands: vec!["Call.CallbackAfterEndCall".into()],
+            },
             fingerprint: 42,
             last_change: Some(1_700_000_000.5),
             changes: 3,
@@ -149,8 +199,15 @@ mod tests {
         let loaded = load(&path, 0).expect("load");
         assert_eq!(loaded.targets.len(), 2);
         assert_eq!(loaded.targets[&saved("a").key()], saved("a"));
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").filter_map(Result::ok).filter(|e| e.file_name() != "state.json").collect();
-        assert!(leftovers.is_empty(), "no temporary files left: {leftovers:?}");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() != "state.json")
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "no temporary files left: {leftovers:?}"
+        );
     }
 
     #[test]
@@ -168,7 +225,11 @@ mod tests {
     #[test]
     fn an_unwritable_directory_is_reported() {
         let err = save(Path::new("/nonexistent-dir/state.json"), vec![]).expect_err("cannot write");
-        assert!(err.to_string().starts_with("state file /nonexistent-dir/state.json:"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("state file /nonexistent-dir/state.json:"),
+            "{err}"
+        );
         assert!(check_writable(Path::new("/nonexistent-dir/state.json")).is_err());
     }
 }

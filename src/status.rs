@@ -77,7 +77,10 @@ struct Entry {
 
 impl Entry {
     fn view(&self) -> Option<ObservedView> {
-        self.observed.as_ref().map(ObservedView::from).or_else(|| self.saved_view.clone())
+        self.observed
+            .as_ref()
+            .map(ObservedView::from)
+            .or_else(|| self.saved_view.clone())
     }
 }
 
@@ -99,7 +102,12 @@ pub struct Status {
 
 impl Status {
     pub fn new(metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Self {
-        Self { inner: Mutex::new(Inner::default()), metrics, clock, state_changed: tokio::sync::Notify::new() }
+        Self {
+            inner: Mutex::new(Inner::default()),
+            metrics,
+            clock,
+            state_changed: tokio::sync::Notify::new(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -112,7 +120,12 @@ impl Status {
     pub fn apply_targets(&self, targets: &[Target], saved: &BTreeMap<TargetKey, SavedTarget>) {
         let mut inner = self.lock();
         let wanted: BTreeSet<&TargetKey> = targets.iter().map(|t| &t.key).collect();
-        let dropped: Vec<TargetKey> = inner.entries.keys().filter(|k| !wanted.contains(k)).cloned().collect();
+        let dropped: Vec<TargetKey> = inner
+            .entries
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .cloned()
+            .collect();
         for key in dropped {
             if let Some(entry) = inner.entries.remove(&key) {
                 self.metrics.remove_target(&key, &entry.exported_commands);
@@ -131,7 +144,13 @@ impl Status {
                 }
                 continue;
             }
-            let commands: BTreeSet<String> = target.expect.commands.iter().chain(&target.expect.ignore_commands).cloned().collect();
+            let commands: BTreeSet<String> = target
+                .expect
+                .commands
+                .iter()
+                .chain(&target.expect.ignore_commands)
+                .cloned()
+                .collect();
             self.metrics.add_target(&target.key, &commands);
             let metrics = self.metrics.target(&target.key);
             let saved = saved.get(&target.key);
@@ -178,25 +197,41 @@ impl Status {
         let mut state_changed = false;
         {
             let mut inner = self.lock();
-            let Some(entry) = inner.entries.get_mut(key) else { return };
+            let Some(entry) = inner.entries.get_mut(key) else {
+                return;
+            };
             entry.polled = true;
             entry.last_poll = Some(now);
             entry.request_id = outcome.request_id.clone();
             entry.metrics.last_poll.set(now);
-            entry.metrics.api_error_code.set(outcome.error_code() as f64);
+            entry
+                .metrics
+                .api_error_code
+                .set(outcome.error_code() as f64);
             match &outcome.result {
                 Ok(observed) => {
                     if entry.up != Some(true) {
                         if entry.up == Some(false) {
                             tracing::info!(app = %key.app, sdkappid = key.sdkappid, region = %key.region, request_id = outcome.request_id.as_deref().unwrap_or(""), "target is back up");
-                            transitions.push(transition(key, now, TransitionKind::Up, "authoritative answer again".to_owned()));
+                            transitions.push(transition(
+                                key,
+                                now,
+                                TransitionKind::Up,
+                                "authoritative answer again".to_owned(),
+                            ));
                         }
                         entry.up = Some(true);
                         entry.metrics.up.set(1.0);
                     }
                     entry.error = None;
                     entry.metrics.last_success.set(now);
-                    state_changed |= self.update_observation(entry, observed, outcome.request_id.as_deref(), now, &mut transitions);
+                    state_changed |= self.update_observation(
+                        entry,
+                        observed,
+                        outcome.request_id.as_deref(),
+                        now,
+                        &mut transitions,
+                    );
                 }
                 Err(error) => {
                     if entry.up != Some(false) {
@@ -209,7 +244,12 @@ impl Status {
                             request_id = outcome.request_id.as_deref().unwrap_or(""),
                             "target is down: {error}"
                         );
-                        transitions.push(transition(key, now, TransitionKind::Down, error.to_string()));
+                        transitions.push(transition(
+                            key,
+                            now,
+                            TransitionKind::Down,
+                            error.to_string(),
+                        ));
                         entry.up = Some(false);
                         entry.metrics.up.set(0.0);
                     } else {
@@ -227,7 +267,14 @@ impl Status {
     }
 
     /// Applies an authoritative observation; returns whether the saved state changed.
-    fn update_observation(&self, entry: &mut Entry, observed: &Observed, request_id: Option<&str>, now: f64, transitions: &mut Vec<Transition>) -> bool {
+    fn update_observation(
+        &self,
+        entry: &mut Entry,
+        observed: &Observed,
+        request_id: Option<&str>,
+        now: f64,
+        transitions: &mut Vec<Transition>,
+    ) -> bool {
         let key = entry.target.key.clone();
         let fingerprint = observed.fingerprint();
         let mut state_changed = entry.observed.is_none();
@@ -244,7 +291,12 @@ impl Status {
                 };
                 let new = observed.describe();
                 tracing::warn!(app = %key.app, sdkappid = key.sdkappid, region = %key.region, old = %old, new = %new, request_id = request_id.unwrap_or(""), "callback config changed");
-                transitions.push(transition(&key, now, TransitionKind::Changed, format!("{old} → {new}")));
+                transitions.push(transition(
+                    &key,
+                    now,
+                    TransitionKind::Changed,
+                    format!("{old} → {new}"),
+                ));
                 state_changed = true;
             }
         } else {
@@ -252,8 +304,14 @@ impl Status {
         }
         entry.fingerprint = Some(fingerprint);
         entry.metrics.fingerprint.set(fingerprint as f64);
-        entry.metrics.config_present.set(if observed.is_present() { 1.0 } else { 0.0 });
-        entry.metrics.url_https.set(if observed.url_is_https() { 1.0 } else { 0.0 });
+        entry
+            .metrics
+            .config_present
+            .set(if observed.is_present() { 1.0 } else { 0.0 });
+        entry
+            .metrics
+            .url_https
+            .set(if observed.url_is_https() { 1.0 } else { 0.0 });
         tracing::debug!(app = %key.app, region = %key.region, observed = %observed.describe(), "polled");
         entry.observed = Some(observed.clone());
         entry.saved_view = None;
@@ -263,17 +321,33 @@ impl Status {
         state_changed
     }
 
-    fn update_findings(&self, entry: &mut Entry, findings: Vec<Finding>, now: f64, transitions: &mut Vec<Transition>) {
+    fn update_findings(
+        &self,
+        entry: &mut Entry,
+        findings: Vec<Finding>,
+        now: f64,
+        transitions: &mut Vec<Transition>,
+    ) {
         let key = entry.target.key.clone();
         let old: BTreeSet<&Finding> = entry.findings.iter().collect();
         let new: BTreeSet<&Finding> = findings.iter().collect();
         for f in new.difference(&old) {
             tracing::warn!(app = %key.app, sdkappid = key.sdkappid, region = %key.region, check = f.check.as_str(), expected = f.expected.as_deref().unwrap_or(""), actual = f.actual.as_deref().unwrap_or(""), "drift appeared");
-            transitions.push(transition(&key, now, TransitionKind::DriftAppeared, f.to_string()));
+            transitions.push(transition(
+                &key,
+                now,
+                TransitionKind::DriftAppeared,
+                f.to_string(),
+            ));
         }
         for f in old.difference(&new) {
             tracing::info!(app = %key.app, sdkappid = key.sdkappid, region = %key.region, check = f.check.as_str(), expected = f.expected.as_deref().unwrap_or(""), actual = f.actual.as_deref().unwrap_or(""), "drift cleared");
-            transitions.push(transition(&key, now, TransitionKind::DriftCleared, f.to_string()));
+            transitions.push(transition(
+                &key,
+                now,
+                TransitionKind::DriftCleared,
+                f.to_string(),
+            ));
         }
         for (i, check) in Check::ALL.iter().enumerate() {
             let on = findings.iter().any(|f| f.check == *check);
@@ -285,14 +359,30 @@ impl Status {
     /// `command_enabled` for every expected, ignored and (capped) observed word.
     fn update_commands(&self, entry: &mut Entry, observed: &Observed) {
         let enabled = observed.command_set();
-        let mut wanted: BTreeSet<String> = entry.target.expect.commands.iter().chain(&entry.target.expect.ignore_commands).cloned().collect();
-        let extra = enabled.iter().filter(|c| !wanted.contains(**c)).take(MAX_OBSERVED_COMMAND_SERIES).map(|c| (*c).to_owned()).collect::<Vec<_>>();
+        let mut wanted: BTreeSet<String> = entry
+            .target
+            .expect
+            .commands
+            .iter()
+            .chain(&entry.target.expect.ignore_commands)
+            .cloned()
+            .collect();
+        let extra = enabled
+            .iter()
+            .filter(|c| !wanted.contains(**c))
+            .take(MAX_OBSERVED_COMMAND_SERIES)
+            .map(|c| (*c).to_owned())
+            .collect::<Vec<_>>();
         wanted.extend(extra);
         for stale in entry.exported_commands.difference(&wanted) {
             self.metrics.remove_command(&entry.target.key, stale);
         }
         for command in &wanted {
-            self.metrics.set_command(&entry.target.key, command, enabled.contains(command.as_str()));
+            self.metrics.set_command(
+                &entry.target.key,
+                command,
+                enabled.contains(command.as_str()),
+            );
         }
         entry.exported_commands = wanted;
     }
@@ -370,7 +460,14 @@ fn describe_view(view: &ObservedView) -> String {
 }
 
 fn transition(key: &TargetKey, time: f64, kind: TransitionKind, detail: String) -> Transition {
-    Transition { time, app: key.app.clone(), sdkappid: key.sdkappid, region: key.region.clone(), kind, detail }
+    Transition {
+        time,
+        app: key.app.clone(),
+        sdkappid: key.sdkappid,
+        region: key.region.clone(),
+        kind,
+        detail,
+    }
 }
 
 fn trim(transitions: &mut VecDeque<Transition>) {
