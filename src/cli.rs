@@ -1,6 +1,7 @@
 //! The command line (SPEC "Command line"): argument parsing, logging set-up, and one
 //! function per subcommand that turns library results into output and exit codes.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,7 +11,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::clock::{Clock, SystemClock};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
 use crate::config::{self, LogFormat};
+use crate::daemon::{self, ReloadHandle};
+use crate::sim::{Scenario, Simulator};
 use crate::tencent::usersig::{self, SecretKey};
 
 /// Version and git revision, as `--version` prints them.
@@ -55,6 +61,11 @@ pub enum ReportFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daemon: polls on schedule and serves HTTP until SIGTERM/SIGINT; SIGHUP reloads.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// One pass over every target, then a report. Exit 0 no drift, 2 drift, 1 errors.
     Check {
         #[command(flatten)]
@@ -69,6 +80,21 @@ pub enum Command {
     Validate {
         #[command(flatten)]
         config: ConfigArg,
+    },
+    /// The simulated Chat API with a scripted story, and the daemon against it.
+    Demo {
+        /// Where the daemon serves HTTP.
+        #[arg(long, default_value = "127.0.0.1:9797")]
+        listen: SocketAddr,
+    },
+    /// The simulated Chat API alone, for testing alerting end to end.
+    Simulate {
+        /// Scenario YAML (see config/sim-scenario.example.yaml).
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Where to listen; loopback unless you ask otherwise.
+        #[arg(long, default_value = "127.0.0.1:18080")]
+        listen: SocketAddr,
     },
     /// Print a UserSig for manual debugging; the key comes from $CALLDRIFT_SECRET_KEY or --key-file.
     Usersig {
@@ -141,6 +167,64 @@ fn log_format(cli: Option<LogFormatArg>, config: LogFormat) -> LogFormat {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run { config } => {
+            let loaded = match config::load(&config.config) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    for line in e.diagnostics() {
+                        eprintln!("{line}");
+                    }
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            init_logging(
+                cli.log_level.as_deref(),
+                &loaded.config.log_level,
+                log_format(cli.log_format, loaded.config.log_format),
+            );
+            for warning in &loaded.warnings {
+                tracing::warn!("{warning}");
+            }
+            let listen = loaded.config.listen;
+            let options = daemon::Options {
+                loaded,
+                config_path: Some(config.config),
+            };
+            runtime()?.block_on(async move {
+                let listener = bind(listen).await?;
+                serve_until_signalled(options, listener).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { listen } => {
+            init_logging(
+                cli.log_level.as_deref(),
+                "info",
+                log_format(cli.log_format, LogFormat::Text),
+            );
+            runtime()?.block_on(demo(listen))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate { scenario, listen } => {
+            init_logging(
+                cli.log_level.as_deref(),
+                "info",
+                log_format(cli.log_format, LogFormat::Text),
+            );
+            let scenario = Scenario::load(&scenario)?;
+            runtime()?.block_on(async move {
+                let listener = bind(listen).await?;
+                if !listen.ip().is_loopback() {
+                    tracing::warn!(%listen, "the simulator is reachable from other hosts; it has no authentication");
+                }
+                let simulator = Simulator::new(scenario, Arc::new(SystemClock));
+                println!("simulated Chat API listening on http://{}", listener.local_addr()?);
+                let shutdown = CancellationToken::new();
+                tokio::spawn(cancel_on_signal(shutdown.clone(), None));
+                simulator.run(listener, shutdown).await.context("simulator")
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate { config } => Ok(validate(&config.config)),
         Command::Check {
             config,
@@ -195,6 +279,128 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Cancels `token` on SIGTERM or SIGINT; reloads through `reload` on SIGHUP.
+async fn cancel_on_signal(token: CancellationToken, reload: Option<ReloadHandle>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT received"); break; }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading the config");
+                    match &reload {
+                        Some(handle) => { let _ = handle.reload().await; }
+                        None => tracing::warn!("nothing to reload here"),
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    token.cancel();
+}
+
+async fn serve_until_signalled(
+    options: daemon::Options,
+    listener: TcpListener,
+) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let (handle, inbox) = daemon::reload_channel();
+    tokio::spawn(cancel_on_signal(shutdown.clone(), Some(handle)));
+    daemon::run(options, listener, Arc::new(SystemClock), shutdown, inbox).await?;
+    Ok(())
+}
+
+/// Names the demo gives the apps of the example scenario, in order.
+const DEMO_NAMES: [&str; 4] = ["clean", "plain-http", "missing", "rotating"];
+
+async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
+    let scenario = Scenario::example()?;
+    let sim_listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let sim_addr = sim_listener.local_addr()?;
+    let listener = bind(listen).await?;
+    let listen = listener.local_addr()?;
+
+    let mut yaml = format!(
+        "listen: \"{listen}\"\npoll:\n  interval: 5s\nregions:\n  sim: \"http://{sim_addr}\"\napps:\n"
+    );
+    for (index, app) in scenario.apps.iter().enumerate() {
+        let name = DEMO_NAMES
+            .get(index)
+            .map_or_else(|| format!("app-{index}"), |n| (*n).to_owned());
+        let admin = app.admins.first().map_or("administrator", String::as_str);
+        yaml.push_str(&format!(
+            "  - name: {name}\n    sdkappid: {}\n    regions: [sim]\n    identifier: {admin}\n    secret_key: \"{}\"\n",
+            app.sdkappid, app.key
+        ));
+    }
+    let (config, _) = config::parse(&yaml, "demo", Path::new("."))
+        .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    let (secrets, _) = config::resolve_secrets(&config, &|_| None)
+        .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+
+    let shutdown = CancellationToken::new();
+    let simulator = Simulator::new(scenario, Arc::new(SystemClock));
+    let sim_shutdown = shutdown.clone();
+    let sim_task = tokio::spawn(async move { simulator.run(sim_listener, sim_shutdown).await });
+    println!(
+        "calldrift demo: a simulated Chat API on http://{sim_addr} tells a story of four apps:"
+    );
+    println!("  clean (https, both commands), plain-http (http:// URL), missing (no config),");
+    println!("  rotating (its commands change every 30 s). calldrift polls each every 5 s.");
+    println!();
+    println!("  landing page   http://{listen}/");
+    println!("  metrics        http://{listen}/metrics");
+    println!("  JSON           http://{listen}/api/v1/targets");
+    println!();
+    println!(
+        "  curl -s http://{listen}/metrics | grep -E '^calldrift_(drift|up|callback_config_changes_total)'"
+    );
+    println!();
+    println!("Ctrl-C stops it.");
+    let (handle, inbox) = daemon::reload_channel();
+    tokio::spawn(cancel_on_signal(shutdown.clone(), Some(handle)));
+    let options = daemon::Options {
+        loaded: config::Loaded {
+            config,
+            secrets,
+            warnings: Vec::new(),
+        },
+        config_path: None,
+    };
+    let result = daemon::run(
+        options,
+        listener,
+        Arc::new(SystemClock),
+        shutdown.clone(),
+        inbox,
+    )
+    .await;
+    shutdown.cancel();
+    let _ = sim_task.await;
+    result?;
+    Ok(())
 }
 
 fn validate(path: &Path) -> ExitCode {

@@ -4,11 +4,14 @@
 //! - [`cli`]: the command line and its exit codes.
 //! - [`clock`]: wall-clock time behind a trait, so tests control it.
 //! - [`config`]: the config file: parsing, validation with positions, secret resolution.
+//! - [`daemon`]: `calldrift run`: scheduler, server, state file and reloads wired together.
 //! - [`drift`]: the pure core: expected vs observed configuration, findings, fingerprint.
 //! - [`metrics`]: every Prometheus metric, registered once.
 //! - [`ratelimit`]: the global and per-app limits every gateway call passes.
 //! - [`redact`]: how callback URLs are shown anywhere.
 //! - [`report`]: the per-target report of `check` and `/api/v1/targets`.
+//! - [`scheduler`]: the poll loop: spread, skips, lag.
+//! - [`server`]: the HTTP endpoints and the landing page.
 //! - [`sim`]: the simulated Chat REST gateway behind `calldrift simulate`, `demo` and the tests.
 //! - [`state`]: the state file, written atomically.
 //! - [`status`]: what is known about each target; transitions, logs and metric updates.
@@ -17,11 +20,14 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod drift;
 pub mod metrics;
 pub mod ratelimit;
 pub mod redact;
 pub mod report;
+pub mod scheduler;
+pub mod server;
 pub mod sim;
 pub mod state;
 pub mod status;

@@ -1,0 +1,325 @@
+//! `calldrift run`: wires the scheduler, the HTTP server, the state file and reloads
+//! around one [`Status`]. It takes its listener, clock and shutdown token as arguments;
+//! binding ports and installing signal handlers stay in [`crate::cli`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::config::{self, Config, Loaded, TargetKey};
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimits;
+use crate::scheduler::{self, Plan};
+use crate::server::{self, AppState, ReloadReply};
+use crate::state::{self, SavedTarget};
+use crate::status::Status;
+use crate::tencent::{Client, ClientError, ClientSettings};
+
+/// After a change, the state file is written once things settle for this long.
+const STATE_WRITE_DELAY: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("HTTP server: {0}")]
+    Server(std::io::Error),
+}
+
+/// Asks a running daemon to reload its config (SIGHUP, `POST /-/reload`).
+#[derive(Debug, Clone)]
+pub struct ReloadHandle(mpsc::Sender<ReloadReply>);
+
+impl ReloadHandle {
+    /// Reloads and returns the validation errors, if any.
+    pub async fn reload(&self) -> Result<(), Vec<String>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.0
+            .send(reply)
+            .await
+            .map_err(|_| vec!["the daemon is shutting down".to_owned()])?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(vec!["the daemon is shutting down".to_owned()]))
+    }
+}
+
+/// The receiving end of [`ReloadHandle`], handed to [`run`].
+#[derive(Debug)]
+pub struct ReloadInbox {
+    sender: mpsc::Sender<ReloadReply>,
+    receiver: mpsc::Receiver<ReloadReply>,
+}
+
+/// A channel for reload requests: the handle for signal handlers, the inbox for [`run`].
+pub fn reload_channel() -> (ReloadHandle, ReloadInbox) {
+    let (sender, receiver) = mpsc::channel(4);
+    (
+        ReloadHandle(sender.clone()),
+        ReloadInbox { sender, receiver },
+    )
+}
+
+/// What the daemon starts from.
+#[derive(Debug)]
+pub struct Options {
+    pub loaded: Loaded,
+    /// The file to read again on reload; `None` (the demo) refuses reloads.
+    pub config_path: Option<PathBuf>,
+}
+
+/// Runs the daemon until `shutdown` is cancelled; then stops scheduling, lets in-flight
+/// polls finish for at most `poll.timeout`, writes the state file and returns.
+pub async fn run(
+    options: Options,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+    inbox: ReloadInbox,
+) -> Result<(), DaemonError> {
+    let Options {
+        loaded,
+        config_path,
+    } = options;
+    let config = loaded.config;
+    let metrics = Arc::new(Metrics::new(
+        env!("CARGO_PKG_VERSION"),
+        env!("CALLDRIFT_REVISION"),
+    ));
+    metrics.reload_successful.set(1);
+    metrics.reload_success_time.set(clock.unix_f64());
+
+    let saved = load_state(config.state_file.as_ref(), clock.as_ref());
+    let status = Arc::new(Status::new(metrics.clone(), clock.clone()));
+    let targets = config.targets(&loaded.secrets);
+    status.apply_targets(&targets, &saved);
+
+    let limits = Arc::new(RateLimits::new(
+        config.rate_limit.per_second,
+        config.rate_limit.per_app_per_second,
+    ));
+    let client = Arc::new(Client::new(
+        ClientSettings::from_config(&config),
+        limits,
+        clock.clone(),
+        metrics.clone(),
+    )?);
+    let (plans, plan_rx) = watch::channel(Arc::new(Plan {
+        targets,
+        interval: config.poll.interval,
+        max_concurrency: config.poll.max_concurrency,
+        client: client.clone(),
+    }));
+    tracing::info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        targets = config.target_count(),
+        interval = %humantime::format_duration(config.poll.interval),
+        "calldrift started"
+    );
+
+    let polls = TaskTracker::new();
+    let stop_scheduling = shutdown.child_token();
+    let scheduler = tokio::spawn(scheduler::run(
+        plan_rx,
+        status.clone(),
+        metrics.clone(),
+        stop_scheduling.clone(),
+        polls.clone(),
+    ));
+
+    let app_state = Arc::new(AppState {
+        status: status.clone(),
+        metrics: metrics.clone(),
+        reload: config_path.as_ref().map(|_| inbox.sender.clone()),
+    });
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(server::run(listener, app_state, server_stop.clone()));
+
+    let state_file = Arc::new(std::sync::Mutex::new(config.state_file.clone()));
+    let writer_stop = CancellationToken::new();
+    let writer = tokio::spawn(state_writer(
+        status.clone(),
+        state_file.clone(),
+        writer_stop.clone(),
+    ));
+
+    let mut current = Current { config, client };
+    let mut inbox = inbox;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(reply) = inbox.receiver.recv() => {
+                let result = match &config_path {
+                    Some(path) => reload(path, &mut current, &status, &metrics, &plans, &clock, &saved),
+                    None => Err(vec!["this daemon was not started from a config file (demo); nothing to reload".to_owned()]),
+                };
+                *state_file.lock().unwrap_or_else(|p| p.into_inner()) = current.config.state_file.clone();
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    tracing::info!("shutting down: no new polls; waiting for polls in flight");
+    stop_scheduling.cancel();
+    let _ = scheduler.await;
+    polls.close();
+    if tokio::time::timeout(current.config.poll.timeout, polls.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some polls did not finish within poll.timeout; their results are dropped");
+    }
+    writer_stop.cancel();
+    let _ = writer.await;
+    let state_path = state_file.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    write_state(&status, state_path.as_ref());
+    server_stop.cancel();
+    match server.await {
+        Ok(Err(e)) => return Err(DaemonError::Server(e)),
+        _ => tracing::info!("stopped"),
+    }
+    Ok(())
+}
+
+struct Current {
+    config: Config,
+    client: Arc<Client>,
+}
+
+/// Reads the config again; only a fully valid one replaces the running one.
+fn reload(
+    path: &std::path::Path,
+    current: &mut Current,
+    status: &Status,
+    metrics: &Arc<Metrics>,
+    plans: &watch::Sender<Arc<Plan>>,
+    clock: &Arc<dyn Clock>,
+    saved: &BTreeMap<TargetKey, SavedTarget>,
+) -> Result<(), Vec<String>> {
+    let attempt = config::load(path)
+        .map_err(|e| e.diagnostics())
+        .and_then(|loaded| {
+            let client = client_for(&loaded.config, current, clock, metrics)
+                .map_err(|e| vec![e.to_string()])?;
+            Ok((loaded, client))
+        });
+    let (loaded, client) = match attempt {
+        Ok(ok) => ok,
+        Err(errors) => {
+            metrics.reload_successful.set(0);
+            tracing::error!(errors = %errors.join("; "), "config reload failed; the previous config stays");
+            return Err(errors);
+        }
+    };
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    if loaded.config.listen != current.config.listen {
+        tracing::warn!(old = %current.config.listen, new = %loaded.config.listen, "listen changed; it takes effect at the next restart");
+    }
+    let targets = loaded.config.targets(&loaded.secrets);
+    status.apply_targets(&targets, saved);
+    let _ = plans.send(Arc::new(Plan {
+        targets,
+        interval: loaded.config.poll.interval,
+        max_concurrency: loaded.config.poll.max_concurrency,
+        client: client.clone(),
+    }));
+    metrics.reload_successful.set(1);
+    metrics.reload_success_time.set(clock.unix_f64());
+    tracing::info!(targets = loaded.config.target_count(), "config reloaded");
+    *current = Current {
+        config: loaded.config,
+        client,
+    };
+    Ok(())
+}
+
+/// Keeps the client (and its connection pool and rate limiter) when nothing it depends on
+/// changed, so a reload never resets the limiter's memory of recent calls.
+fn client_for(
+    new: &Config,
+    current: &Current,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<Client>, ClientError> {
+    let old = &current.config;
+    if new.poll.timeout == old.poll.timeout
+        && new.poll.retries == old.poll.retries
+        && new.ca_file == old.ca_file
+        && new.rate_limit == old.rate_limit
+    {
+        return Ok(current.client.clone());
+    }
+    let limits = if new.rate_limit == old.rate_limit {
+        current.client.limits().clone()
+    } else {
+        Arc::new(RateLimits::new(
+            new.rate_limit.per_second,
+            new.rate_limit.per_app_per_second,
+        ))
+    };
+    Ok(Arc::new(Client::new(
+        ClientSettings::from_config(new),
+        limits,
+        clock.clone(),
+        metrics.clone(),
+    )?))
+}
+
+fn load_state(path: Option<&PathBuf>, clock: &dyn Clock) -> BTreeMap<TargetKey, SavedTarget> {
+    let Some(path) = path else {
+        return BTreeMap::new();
+    };
+    if let Err(e) = state::check_writable(path) {
+        tracing::error!("{e}; changes will not survive a restart until this is fixed");
+    }
+    match state::load(path, clock.unix_secs()) {
+        Ok(loaded) => {
+            if let Some(recovered) = loaded.recovered {
+                tracing::error!("{recovered}");
+            }
+            loaded.targets
+        }
+        Err(e) => {
+            tracing::error!("{e}; starting without saved state");
+            BTreeMap::new()
+        }
+    }
+}
+
+fn write_state(status: &Status, path: Option<&PathBuf>) {
+    let Some(path) = path else { return };
+    if let Err(e) = state::save(path, status.saved()) {
+        tracing::error!("{e}");
+    }
+}
+
+/// Writes the state file after changes, coalescing bursts.
+async fn state_writer(
+    status: Arc<Status>,
+    path: Arc<std::sync::Mutex<Option<PathBuf>>>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = status.state_changed.notified() => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(STATE_WRITE_DELAY) => {}
+        }
+        let current = path.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let status = status.clone();
+        // File IO off the async threads.
+        let _ = tokio::task::spawn_blocking(move || write_state(&status, current.as_ref())).await;
+    }
+}

@@ -1,0 +1,307 @@
+//! The HTTP server: `/metrics`, the landing page, `/api/v1/targets`, the probes and
+//! `/-/reload`. It takes a bound listener and a shutdown token, so tests drive it on
+//! `127.0.0.1:0`.
+//!
+//! **Invariant:** a slow or flooding client cannot starve polling: connections are capped,
+//! request headers are bounded in size and time, and handlers only read shared state.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::report::Status as ReportStatus;
+use crate::status::Status;
+
+/// Connections served at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Time a client gets to send its request headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head accepted.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Largest request body read (the endpoints take none).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A reload request: the reply carries the validation errors, if any.
+pub type ReloadReply = oneshot::Sender<Result<(), Vec<String>>>;
+
+/// What the handlers read.
+pub struct AppState {
+    pub status: Arc<Status>,
+    pub metrics: Arc<Metrics>,
+    /// Where `POST /-/reload` asks the daemon to reload; `None` disables the endpoint.
+    pub reload: Option<mpsc::Sender<ReloadReply>>,
+}
+
+/// Serves until `shutdown` is cancelled, then lets open requests finish for a moment.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = connections.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("accepting an HTTP connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES.max(8192))
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
+    Ok(())
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let read_only = method == Method::GET || method == Method::HEAD;
+    match (path.as_str(), read_only) {
+        ("/metrics", true) => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.metrics.render(),
+        ),
+        ("/", true) => respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            landing_page(&state.status),
+        ),
+        ("/api/v1/targets", true) => match serde_json::to_vec_pretty(&state.status.report()) {
+            Ok(json) => respond(StatusCode::OK, "application/json", json),
+            Err(e) => respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                TEXT,
+                format!("cannot encode the report: {e}\n"),
+            ),
+        },
+        ("/api/v1/transitions", true) => {
+            match serde_json::to_vec_pretty(&state.status.transitions()) {
+                Ok(json) => respond(StatusCode::OK, "application/json", json),
+                Err(e) => respond(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    TEXT,
+                    format!("cannot encode transitions: {e}\n"),
+                ),
+            }
+        }
+        ("/-/healthy", true) => respond(StatusCode::OK, TEXT, "Healthy\n"),
+        ("/-/ready", true) => {
+            if state.status.ready() {
+                respond(StatusCode::OK, TEXT, "Ready\n")
+            } else {
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT,
+                    "Not ready: some targets have not been polled yet\n",
+                )
+            }
+        }
+        ("/-/reload", _) if method == Method::POST || method == Method::PUT => {
+            // The body is ignored, but read (bounded) so keep-alive stays usable.
+            let _ = Limited::new(req.into_body(), MAX_BODY_BYTES)
+                .collect()
+                .await;
+            reload(state).await
+        }
+        (
+            "/metrics"
+            | "/"
+            | "/api/v1/targets"
+            | "/api/v1/transitions"
+            | "/-/healthy"
+            | "/-/ready"
+            | "/-/reload",
+            _,
+        ) => respond(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n"),
+        _ => respond(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+    }
+}
+
+async fn reload(state: &AppState) -> Response<Full<Bytes>> {
+    let Some(sender) = &state.reload else {
+        return respond(
+            StatusCode::NOT_IMPLEMENTED,
+            TEXT,
+            "reload is not available\n",
+        );
+    };
+    let (reply, answer) = oneshot::channel();
+    if sender.send(reply).await.is_err() {
+        return respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "shutting down\n");
+    }
+    match answer.await {
+        Ok(Ok(())) => respond(StatusCode::OK, TEXT, "config reloaded\n"),
+        Ok(Err(errors)) => respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            TEXT,
+            format!(
+                "reload failed; the previous config stays:\n{}\n",
+                errors.join("\n")
+            ),
+        ),
+        Err(_) => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "shutting down\n"),
+    }
+}
+
+/// Escapes text for HTML element content and attribute values.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn timestamp(unix: f64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs_f64(unix.max(0.0)))
+        .to_string()
+}
+
+/// The landing page: plain server-rendered HTML, no JavaScript.
+fn landing_page(status: &Status) -> String {
+    let report = status.report();
+    let transitions = status.transitions();
+    let mut html = String::with_capacity(16 * 1024);
+    let s = &report.summary;
+    let _ = write!(
+        html,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>calldrift</title>\
+         <meta http-equiv=\"refresh\" content=\"30\">\
+         <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;margin-bottom:1.5em}}\
+         td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}}\
+         .ok{{color:#176f2c}}.drift{{color:#a35200;font-weight:bold}}.error{{color:#b00020;font-weight:bold}}\
+         code{{font-size:90%}}</style></head><body>\
+         <h1>calldrift</h1><p>{} targets: {} clean, {} drifted, {} errors. \
+         <a href=\"/metrics\">metrics</a> · <a href=\"/api/v1/targets\">JSON</a> · \
+         <a href=\"/-/ready\">readiness</a></p>\
+         <h2>Targets</h2><table><tr><th>app</th><th>SDKAppID</th><th>region</th><th>status</th>\
+         <th>last poll</th><th>callback URL</th><th>commands</th><th>findings</th><th>error</th></tr>",
+        s.targets, s.clean, s.drifted, s.errors
+    );
+    for t in &report.targets {
+        let class = t.status.as_str();
+        let last_poll = t.last_poll.map_or_else(|| "not yet".to_owned(), timestamp);
+        let (url, commands) = match &t.observed {
+            Some(o) if o.present => (o.url.clone().unwrap_or_default(), o.commands.join(", ")),
+            Some(_) => ("(no callback configuration)".to_owned(), String::new()),
+            None => (String::new(), String::new()),
+        };
+        let findings: Vec<String> = t.findings.iter().map(|f| escape(&f.to_string())).collect();
+        let error = match (&t.error, t.status) {
+            (Some(e), ReportStatus::Error) => {
+                format!(
+                    "{}{}",
+                    escape(e),
+                    t.request_id
+                        .as_deref()
+                        .map(|id| format!(" <code>{}</code>", escape(id)))
+                        .unwrap_or_default()
+                )
+            }
+            _ => String::new(),
+        };
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{class}</td><td>{}</td>\
+             <td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&t.app),
+            t.sdkappid,
+            escape(&t.region),
+            escape(&last_poll),
+            escape(&url),
+            escape(&commands),
+            findings.join("<br>"),
+            error
+        );
+    }
+    html.push_str("</table><h2>Last transitions</h2><table><tr><th>time</th><th>target</th><th>transition</th><th>detail</th></tr>");
+    if transitions.is_empty() {
+        html.push_str("<tr><td colspan=\"4\">none yet</td></tr>");
+    }
+    for t in &transitions {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{} ({}, {})</td><td>{}</td><td>{}</td></tr>",
+            escape(&timestamp(t.time)),
+            escape(&t.app),
+            t.sdkappid,
+            escape(&t.region),
+            t.kind.as_str(),
+            escape(&t.detail)
+        );
+    }
+    html.push_str("</table></body></html>\n");
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}
