@@ -1,0 +1,442 @@
+//! `calldrift check` against the simulated Chat API, as a library call and as the binary.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use calldrift::check;
+use calldrift::clock::SystemClock;
+use calldrift::report::{Report, Status};
+use calldrift::sim::{CallbackConfig, FaultKind, FaultRule};
+use common::*;
+
+async fn check_one(sim: &Sim, extra: &str, sdkappid: u64) -> Report {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = config_yaml(
+        sim,
+        "poll:\n  timeout: 2s",
+        &[app_yaml("a", sdkappid, extra)],
+    );
+    let (_, loaded) = load_config(dir.path(), &yaml);
+    check::run(&loaded.config, &loaded.secrets, &[], Arc::new(SystemClock))
+        .await
+        .expect("check runs")
+}
+
+fn findings(report: &Report) -> Vec<String> {
+    report.targets[0]
+        .findings
+        .iter()
+        .map(|f| f.to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_clean_app_exits_zero() {
+    let sim = Sim::start(vec![app(1, clean())]).await;
+    let report = check_one(&sim, "", 1).await;
+    assert_eq!(report.exit_code(), 0, "{}", report.to_text());
+    assert_eq!(report.targets[0].status, Status::Ok);
+    assert!(
+        report.targets[0]
+            .request_id
+            .as_deref()
+            .is_some_and(|id| !id.is_empty())
+    );
+    sim.assert_no_malformed();
+}
+
+#[tokio::test]
+async fn each_kind_of_drift_exits_two_with_the_right_findings() {
+    let cases: Vec<(Option<CallbackConfig>, Vec<&str>)> = vec![
+        (
+            Some(CallbackConfig::new(
+                "http://hooks.example.com/cb",
+                &[START, END],
+            )),
+            vec!["url_scheme: expected https, actual http"],
+        ),
+        (
+            Some(CallbackConfig::new(GOOD_URL, &[START])),
+            vec!["command_missing: expected Call.CallbackAfterEndCall, actual none"],
+        ),
+        (
+            Some(CallbackConfig::new(GOOD_URL, &[START, END, MEMBER])),
+            vec!["command_unexpected: expected none, actual Call.CallbackAfterMemberChanged"],
+        ),
+        (
+            None,
+            vec!["config_missing: expected present, actual absent"],
+        ),
+    ];
+    let apps = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (cb, _))| app(10 + i as u64, cb.clone()))
+        .collect();
+    let sim = Sim::start(apps).await;
+    for (i, (_, want)) in cases.iter().enumerate() {
+        let report = check_one(&sim, "", 10 + i as u64).await;
+        assert_eq!(report.exit_code(), 2, "{}", report.to_text());
+        assert_eq!(report.targets[0].status, Status::Drift);
+        assert_eq!(findings(&report), *want);
+    }
+    sim.assert_no_malformed();
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_an_auth_error_with_the_request_id() {
+    let sim = Sim::start(vec![app(1, clean())]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = config_yaml(
+        &sim,
+        "",
+        &[format!(
+            "  - name: a\n    sdkappid: 1\n    regions: [sim]\n    secret_key: \"{}\"\n",
+            "0".repeat(64)
+        )],
+    );
+    let (_, loaded) = load_config(dir.path(), &yaml);
+    let report = check::run(&loaded.config, &loaded.secrets, &[], Arc::new(SystemClock))
+        .await
+        .expect("runs");
+    assert_eq!(report.exit_code(), 1);
+    let t = &report.targets[0];
+    assert_eq!(t.error_class.as_deref(), Some("auth"));
+    assert!(
+        t.error.as_deref().is_some_and(|e| e.contains("70009")),
+        "{t:?}"
+    );
+    let id = t.request_id.as_deref().expect("request id");
+    assert!(report.to_text().contains(id), "text names the RequestId");
+    assert_eq!(
+        sim.stats().apps["1"].requests,
+        1,
+        "no retry storm on auth errors"
+    );
+    sim.assert_no_malformed();
+}
+
+#[tokio::test]
+async fn an_identifier_that_is_not_an_admin_is_an_auth_error() {
+    let sim = Sim::start(vec![app(1, clean())]).await;
+    let report = check_one(&sim, "    identifier: alice\n", 1).await;
+    assert_eq!(report.exit_code(), 1);
+    assert_eq!(report.targets[0].error_class.as_deref(), Some("auth"));
+    assert!(
+        report.targets[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("60010"))
+    );
+    sim.assert_no_malformed();
+}
+
+#[tokio::test]
+async fn internal_errors_are_retried_until_success() {
+    let sim = Sim::start(vec![app(1, clean())]).await;
+    sim.set_faults(vec![FaultRule {
+        sdkappid: 1,
+        kind: FaultKind::ErrorCode { code: 100001 },
+        count: Some(2),
+    }]);
+    let report = check_one(&sim, "", 1).await;
+    assert_eq!(report.exit_code(), 0, "{}", report.to_text());
+    assert_eq!(sim.stats().apps["1"].requests, 3);
+    sim.assert_no_malformed();
+}
+
+#[tokio::test]
+async fn errors_win_over_drift() {
+    let sim = Sim::start(vec![app(1, None), app(2, clean())]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = config_yaml(
+        &sim,
+        "",
+        &[
+            app_yaml("missing", 1, ""),
+            app_yaml("broken", 2, "    identifier: alice\n"),
+        ],
+    );
+    let (_, loaded) = load_config(dir.path(), &yaml);
+    let report = check::run(&loaded.config, &loaded.secrets, &[], Arc::new(SystemClock))
+        .await
+        .expect("runs");
+    assert_eq!((report.summary.drifted, report.summary.errors), (1, 1));
+    assert_eq!(report.exit_code(), 1);
+    // --app narrows the pass.
+    let only = check::run(
+        &loaded.config,
+        &loaded.secrets,
+        &["missing".to_owned()],
+        Arc::new(SystemClock),
+    )
+    .await
+    .expect("runs");
+    assert_eq!((only.summary.targets, only.exit_code()), (1, 2));
+    assert!(
+        check::run(
+            &loaded.config,
+            &loaded.secrets,
+            &["nope".to_owned()],
+            Arc::new(SystemClock)
+        )
+        .await
+        .is_err()
+    );
+}
+
+/// The built binary, with the environment the config's `secret_key_env` names.
+fn calldrift(args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_calldrift"));
+    command.args(args).env_remove("RUST_LOG");
+    for id in [1u64, 2, 3] {
+        command.env(format!("KEY_{id}"), key_for(id));
+    }
+    command.output().expect("run calldrift")
+}
+
+#[tokio::test]
+async fn the_binary_exits_with_the_documented_codes_and_prints_json() {
+    let sim = Sim::start(vec![
+        app(1, clean()),
+        app(
+            2,
+            Some(CallbackConfig::new(
+                "http://hooks.example.com/cb?token=s3cret",
+                &[START],
+            )),
+        ),
+        app(3, clean()),
+    ])
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = config_yaml(
+        &sim,
+        "",
+        &[
+            app_yaml("clean", 1, ""),
+            app_yaml("drifted", 2, ""),
+            app_yaml("notadmin", 3, "    identifier: alice\n"),
+        ],
+    );
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let path = path.to_str().expect("utf8 path");
+
+    let clean = tokio::task::spawn_blocking({
+        let path = path.to_owned();
+        move || calldrift(&["check", "-c", &path, "--app", "clean"])
+    });
+    let clean = clean.await.expect("join");
+    assert_eq!(
+        clean.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+
+    let path_owned = path.to_owned();
+    let drift = tokio::task::spawn_blocking(move || {
+        calldrift(&[
+            "check",
+            "-c",
+            &path_owned,
+            "--app",
+            "drifted",
+            "--format",
+            "json",
+        ])
+    })
+    .await
+    .expect("join");
+    assert_eq!(drift.status.code(), Some(2));
+    let json: serde_json::Value = serde_json::from_slice(&drift.stdout).expect("one JSON document");
+    assert_eq!(json["summary"]["drifted"], 1);
+    let target = &json["targets"][0];
+    assert_eq!(target["status"], "drift");
+    assert_eq!(
+        target["observed"]["url"],
+        "http://hooks.example.com/cb?token=REDACTED"
+    );
+    assert_eq!(
+        target["findings"][0],
+        serde_json::json!({"check": "url_scheme", "expected": "https", "actual": "http"})
+    );
+    assert_eq!(
+        target["findings"][1],
+        serde_json::json!({"check": "command_missing", "expected": "Call.CallbackAfterEndCall", "actual": null})
+    );
+    assert!(!String::from_utf8_lossy(&drift.stdout).contains("s3cret"));
+
+    let path_owned = path.to_owned();
+    let all = tokio::task::spawn_blocking(move || calldrift(&["check", "-c", &path_owned]))
+        .await
+        .expect("join");
+    assert_eq!(all.status.code(), Some(1), "errors win over drift");
+    let text = String::from_utf8_lossy(&all.stdout);
+    assert!(
+        text.contains("notadmin (3, sim): error [auth]") && text.contains("60010"),
+        "{text}"
+    );
+    assert!(
+        text.contains("3 targets: 1 clean, 1 drifted, 1 errors"),
+        "{text}"
+    );
+    sim.assert_no_malformed();
+}
+
+#[test]
+fn a_config_with_typos_fails_with_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("typo.yaml");
+    std::fs::write(&path, "poll:\n  intervall: 30s\napps:\n  - name: a\n    sdkappid: 1\n    region: [china]\n    secret_key_env: KEY_1\n").expect("write");
+    let path = path.to_str().expect("utf8");
+    for args in [vec!["check", "-c", path], vec!["validate", "-c", path]] {
+        let out = calldrift(&args);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("typo.yaml:2:3: unknown field \"intervall\""),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("typo.yaml:6:5: unknown field \"region\""),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn validate_accepts_the_example_with_its_secrets_and_warns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("key");
+    std::fs::write(&key, "k").expect("write");
+    let text = include_str!("../config/calldrift.example.yaml").replace(
+        "/run/secrets/calldrift/prod-call",
+        key.to_str().expect("utf8"),
+    );
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_calldrift"))
+        .args(["validate", "-c", path.to_str().expect("utf8")])
+        .env("CALLDRIFT_STAGING_KEY", "k2")
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid (2 apps, 2 targets)"));
+}
+
+#[test]
+fn usersig_takes_the_key_from_the_environment_only() {
+    let out = Command::new(env!("CARGO_BIN_EXE_calldrift"))
+        .args([
+            "usersig",
+            "--sdkappid",
+            "1400000000",
+            "--identifier",
+            "administrator",
+        ])
+        .env("CALLDRIFT_SECRET_KEY", "k")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    let sig = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let key = calldrift::tencent::usersig::SecretKey::new("k");
+    let decoded = calldrift::tencent::usersig::verify(&key, &sig, 1400000000, "administrator", now)
+        .expect("valid UserSig");
+    assert_eq!(decoded.expire, 86_400);
+    let missing = Command::new(env!("CARGO_BIN_EXE_calldrift"))
+        .args(["usersig", "--sdkappid", "1", "--identifier", "a"])
+        .env_remove("CALLDRIFT_SECRET_KEY")
+        .output()
+        .expect("run");
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[test]
+fn version_names_the_revision() {
+    let out = calldrift(&["--version"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!(
+            "calldrift {} (revision ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn bad_answers_are_clear_errors_and_retries_stay_bounded() {
+    let cases = [
+        (FaultKind::MalformedJson, "decode", 1),
+        (FaultKind::WrongTypes, "decode", 1),
+        (FaultKind::Oversized, "decode", 1),
+        (FaultKind::HtmlPage, "decode", 1),
+        (FaultKind::HttpStatus { status: 502 }, "http_status", 3),
+        (FaultKind::Reset, "transport", 3),
+        (FaultKind::ErrorCode { code: 60011 }, "rate_limited", 1),
+    ];
+    let sim = Sim::start(
+        (0..cases.len() as u64)
+            .map(|i| app(100 + i, clean()))
+            .collect(),
+    )
+    .await;
+    sim.set_faults(
+        cases
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, _, _))| FaultRule {
+                sdkappid: 100 + i as u64,
+                kind: kind.clone(),
+                count: None,
+            })
+            .collect(),
+    );
+    for (i, (kind, class, requests)) in cases.iter().enumerate() {
+        let sdkappid = 100 + i as u64;
+        let report = check_one(&sim, "", sdkappid).await;
+        let t = &report.targets[0];
+        assert_eq!(
+            (report.exit_code(), t.error_class.as_deref()),
+            (1, Some(*class)),
+            "{kind:?}: {t:?}"
+        );
+        assert_eq!(
+            sim.stats().apps[&sdkappid.to_string()].requests,
+            *requests,
+            "{kind:?}: retries bounded by poll.retries"
+        );
+    }
+    let html = check_one(&sim, "", 103).await;
+    assert!(
+        html.targets[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("HTML page")),
+        "{:?}",
+        html.targets[0]
+    );
+    let big = check_one(&sim, "", 102).await;
+    assert!(
+        big.targets[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("larger than 1048576 bytes")),
+        "{:?}",
+        big.targets[0]
+    );
+    sim.assert_no_malformed();
+}
