@@ -1,0 +1,183 @@
+//! `calldrift run` as a process: signals, exit codes, JSON logs, the state file.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use calldrift::sim::CallbackConfig;
+use common::*;
+
+fn spawn_run(config: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_calldrift"))
+        .args([
+            "run",
+            "-c",
+            config.to_str().expect("utf8"),
+            "--log-format",
+            "json",
+        ])
+        .env("KEY_1", key_for(1))
+        .env("KEY_2", key_for(2))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn calldrift run")
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero_promptly_and_leaves_a_valid_state_file_and_one_log_event_per_change() {
+    let sim = Sim::start(vec![app(1, clean()), app(2, None)]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let state = dir.path().join("state.json");
+    let settings = format!(
+        "listen: \"127.0.0.1:{port}\"\nstate_file: {}\npoll:\n  interval: 300ms\n  timeout: 2s",
+        state.display()
+    );
+    let yaml = config_yaml(
+        &sim,
+        &settings,
+        &[app_yaml("a", 1, ""), app_yaml("b", 2, "")],
+    );
+    let config = dir.path().join("calldrift.yaml");
+    std::fs::write(&config, yaml).expect("write");
+    let mut child = spawn_run(&config);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until(Duration::from_secs(10), "ready", || async {
+        match http().get(format!("{base}/-/ready")).send().await {
+            Ok(r) => r.status() == 200,
+            Err(_) => false,
+        }
+    })
+    .await;
+
+    sim.set_app(1, Some(CallbackConfig::new(GOOD_URL, &[START])));
+    wait_until(Duration::from_secs(5), "change counted", || async {
+        let text = get(&format!("{base}/metrics")).await.1;
+        Metrics(text).target("calldrift_callback_config_changes_total", "a", &[]) == Some(1.0)
+    })
+    .await;
+    // SIGHUP is handled (a reload), not fatal.
+    signal(&child, "HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "SIGHUP must not stop the daemon"
+    );
+
+    let stopping = Instant::now();
+    signal(&child, "TERM");
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("output");
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "shutdown within poll.timeout + 1 s: {:?}",
+        stopping.elapsed()
+    );
+
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).expect("state file"))
+            .expect("valid JSON");
+    assert_eq!(saved["targets"].as_array().map(Vec::len), Some(2));
+
+    let logs = String::from_utf8_lossy(&output.stderr);
+    let events: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("JSON log line {l:?}: {e}")))
+        .collect();
+    let changes: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["message"] == "callback config changed")
+        .collect();
+    assert_eq!(changes.len(), 1, "{logs}");
+    assert_eq!(changes[0]["app"], "a");
+    assert_eq!(changes[0]["sdkappid"], 1);
+    assert!(
+        changes[0]["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+    let drift: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["message"] == "drift appeared")
+        .collect();
+    assert_eq!(
+        drift.len(),
+        2,
+        "config_missing for b, command_missing for a: {logs}"
+    );
+    assert!(
+        events.iter().any(|e| e["message"] == "config reloaded"),
+        "{logs}"
+    );
+    for event in &events {
+        assert!(
+            !event.to_string().contains(&key_for(1)),
+            "no secret key in logs"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_port_already_in_use_exits_one_with_a_clear_message() {
+    let sim = Sim::start(vec![app(1, clean())]).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("calldrift.yaml");
+    std::fs::write(
+        &config,
+        config_yaml(
+            &sim,
+            &format!("listen: \"127.0.0.1:{port}\""),
+            &[app_yaml("a", 1, "")],
+        ),
+    )
+    .expect("write");
+    let child = spawn_run(&config);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("output");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_with_an_invalid_config_exits_one_naming_the_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("calldrift.yaml");
+    std::fs::write(&config, "apps:\n  - name: a\n    sdkappid: 1\n    regions: [atlantis]\n    secret_key_file: /nonexistent\n").expect("write");
+    let output = spawn_run(&config).wait_with_output().expect("output");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("calldrift.yaml:4:15: app a: unknown region \"atlantis\""),
+        "{stderr}"
+    );
+}
