@@ -16,6 +16,8 @@
 //! - [`state`]: the state file, written atomically.
 //! - [`status`]: what is known about each target; transitions, logs and metric updates.
 //! - [`tencent`]: the REST gateway client, with [`tencent::usersig`] for credentials.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 pub mod check;
 pub mod cli;
 pub mod clock;
