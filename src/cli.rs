@@ -189,6 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = daemon::Options {
                 loaded,
                 config_path: Some(config.config),
+                resolver: None,
             };
             runtime()?.block_on(async move {
                 let listener = bind(listen).await?;
@@ -388,6 +389,7 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
             warnings: Vec::new(),
         },
         config_path: None,
+        resolver: None,
     };
     let result = daemon::run(
         options,

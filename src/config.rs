@@ -292,7 +292,7 @@ struct RawConfig {
     ca_file: Option<PathBuf>,
     poll: Option<RawPoll>,
     rate_limit: Option<RawRateLimit>,
-    regions: Option<BTreeMap<String, String>>,
+    regions: Option<BTreeMap<String, RawRegion>>,
     expect: Option<RawExpect>,
     apps: Option<Vec<RawApp>>,
 }
@@ -311,6 +311,14 @@ struct RawPoll {
 struct RawRateLimit {
     per_second: Option<u32>,
     per_app_per_second: Option<u32>,
+}
+
+/// A user region: a base URL, or `{url, backup}` with a backup domain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawRegion {
+    Url(String),
+    WithBackup { url: String, backup: Option<String> },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -603,7 +611,7 @@ fn validate(raw: RawConfig, report: &mut Report, base_dir: &Path) -> Config {
             )
         })
         .collect();
-    for (name, base) in raw.regions.unwrap_or_default() {
+    for (name, raw_region) in raw.regions.unwrap_or_default() {
         let path = format!("regions.{name}");
         if name.is_empty()
             || !name
@@ -615,18 +623,23 @@ fn validate(raw: RawConfig, report: &mut Report, base_dir: &Path) -> Config {
                 format!("region name {name:?}: use letters, digits, '-' and '_'"),
             );
         }
-        match check_region_url(&base) {
-            Ok(base) => {
-                regions.insert(
-                    name.clone(),
-                    Region {
-                        name,
-                        base,
-                        backup: None,
-                    },
-                );
-            }
-            Err(message) => report.error(&path, format!("region {name}: {message}")),
+        let (base, backup, base_path) = match raw_region {
+            RawRegion::Url(url) => (url, None, path.clone()),
+            RawRegion::WithBackup { url, backup } => (url, backup, format!("{path}.url")),
+        };
+        let base = check_region_url(&base)
+            .map_err(|message| report.error(&base_path, format!("region {name}: {message}")));
+        let backup = match backup {
+            Some(b) => check_region_url(&b).map(Some).map_err(|message| {
+                report.error(
+                    &format!("{path}.backup"),
+                    format!("region {name} backup: {message}"),
+                )
+            }),
+            None => Ok(None),
+        };
+        if let (Ok(base), Ok(backup)) = (base, backup) {
+            regions.insert(name.clone(), Region { name, base, backup });
         }
     }
 
@@ -712,7 +725,9 @@ fn round_secs(d: Duration) -> Duration {
 fn check_region_url(raw: &str) -> Result<String, String> {
     let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL ({e})"))?;
     let host = url.host_str().unwrap_or_default();
+    // RFC 6761: localhost and every name under it are loopback.
     let loopback = host == "localhost"
+        || host.ends_with(".localhost")
         || host
             .trim_matches(|c| c == '[' || c == ']')
             .parse::<std::net::IpAddr>()

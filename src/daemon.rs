@@ -20,7 +20,7 @@ use crate::scheduler::{self, Plan};
 use crate::server::{self, AppState, ReloadReply};
 use crate::state::{self, SavedTarget};
 use crate::status::Status;
-use crate::tencent::{Client, ClientError, ClientSettings};
+use crate::tencent::{Client, ClientError, ClientSettings, Resolver};
 
 /// After a change, the state file is written once things settle for this long.
 const STATE_WRITE_DELAY: Duration = Duration::from_millis(200);
@@ -73,6 +73,8 @@ pub struct Options {
     pub loaded: Loaded,
     /// The file to read again on reload; `None` (the demo) refuses reloads.
     pub config_path: Option<PathBuf>,
+    /// A DNS resolver instead of the system's (tests, embedding).
+    pub resolver: Option<Resolver>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled; then stops scheduling, lets in-flight
@@ -87,6 +89,7 @@ pub async fn run(
     let Options {
         loaded,
         config_path,
+        resolver,
     } = options;
     let config = loaded.config;
     let metrics = Arc::new(Metrics::new(
@@ -105,8 +108,12 @@ pub async fn run(
         config.rate_limit.per_second,
         config.rate_limit.per_app_per_second,
     ));
+    let settings = ClientSettings {
+        resolver: resolver.clone(),
+        ..ClientSettings::from_config(&config)
+    };
     let client = Arc::new(Client::new(
-        ClientSettings::from_config(&config),
+        settings,
         limits,
         clock.clone(),
         metrics.clone(),
@@ -150,7 +157,11 @@ pub async fn run(
         writer_stop.clone(),
     ));
 
-    let mut current = Current { config, client };
+    let mut current = Current {
+        config,
+        client,
+        resolver,
+    };
     let mut inbox = inbox;
     loop {
         tokio::select! {
@@ -191,6 +202,7 @@ pub async fn run(
 struct Current {
     config: Config,
     client: Arc<Client>,
+    resolver: Option<Resolver>,
 }
 
 /// Reads the config again; only a fully valid one replaces the running one.
@@ -235,10 +247,8 @@ fn reload(
     metrics.reload_successful.set(1);
     metrics.reload_success_time.set(clock.unix_f64());
     tracing::info!(targets = loaded.config.target_count(), "config reloaded");
-    *current = Current {
-        config: loaded.config,
-        client,
-    };
+    current.config = loaded.config;
+    current.client = client;
     Ok(())
 }
 
@@ -266,8 +276,12 @@ fn client_for(
             new.rate_limit.per_app_per_second,
         ))
     };
+    let settings = ClientSettings {
+        resolver: current.resolver.clone(),
+        ..ClientSettings::from_config(new)
+    };
     Ok(Arc::new(Client::new(
-        ClientSettings::from_config(new),
+        settings,
         limits,
         clock.clone(),
         metrics.clone(),

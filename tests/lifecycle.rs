@@ -17,8 +17,6 @@ fn spawn_run(config: &std::path::Path) -> Child {
             "--log-format",
             "json",
         ])
-        .env("KEY_1", key_for(1))
-        .env("KEY_2", key_for(2))
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

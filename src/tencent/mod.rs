@@ -188,6 +188,17 @@ pub enum ClientError {
     Build(String),
 }
 
+/// A DNS resolver to use instead of the system's, for embedding and for tests that must
+/// not send DNS queries off the machine.
+#[derive(Clone)]
+pub struct Resolver(pub Arc<dyn reqwest::dns::Resolve>);
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
+}
+
 /// Settings of the client, taken from the config.
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
@@ -196,6 +207,8 @@ pub struct ClientSettings {
     pub ca_file: Option<std::path::PathBuf>,
     /// First retry delay; doubled each retry, with jitter.
     pub backoff: Duration,
+    /// `None`: the system resolver.
+    pub resolver: Option<Resolver>,
 }
 
 impl ClientSettings {
@@ -205,6 +218,7 @@ impl ClientSettings {
             retries: config.poll.retries,
             ca_file: config.ca_file.clone(),
             backoff: Duration::from_millis(200),
+            resolver: None,
         }
     }
 }
@@ -367,7 +381,11 @@ impl Client {
         observer: Arc<dyn RequestObserver>,
     ) -> Result<Self, ClientError> {
         let tls = tls_config(settings.ca_file.as_deref())?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(Resolver(resolver)) = &settings.resolver {
+            builder = builder.dns_resolver(resolver.clone());
+        }
+        let http = builder
             .tls_backend_preconfigured(tls)
             .user_agent(USER_AGENT)
             .connect_timeout(settings.timeout)

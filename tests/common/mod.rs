@@ -11,6 +11,7 @@ use calldrift::clock::SystemClock;
 use calldrift::config;
 use calldrift::daemon::{self, ReloadHandle};
 use calldrift::sim::{CallbackConfig, FaultRule, Scenario, SimApp, SimStats, Simulator};
+use calldrift::tencent::Resolver;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -102,10 +103,34 @@ impl Drop for Sim {
     }
 }
 
+/// A file holding the key of `sdkappid` (mode 0600), so configs can be reloaded from
+/// disk without touching the process environment.
+pub fn key_file(sdkappid: u64) -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("calldrift-test-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("key dir");
+        dir
+    });
+    let path = dir.join(format!("KEY_{sdkappid}"));
+    if !path.exists() {
+        let tmp = dir.join(format!(".KEY_{sdkappid}.{:?}", std::thread::current().id()));
+        std::fs::write(&tmp, key_for(sdkappid)).expect("write key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        std::fs::rename(&tmp, &path).expect("rename key");
+    }
+    path
+}
+
 /// One `apps:` entry of a config, pointing at region `sim`.
 pub fn app_yaml(name: &str, sdkappid: u64, extra: &str) -> String {
     format!(
-        "  - name: {name}\n    sdkappid: {sdkappid}\n    regions: [sim]\n    secret_key_env: KEY_{sdkappid}\n{extra}"
+        "  - name: {name}\n    sdkappid: {sdkappid}\n    regions: [sim]\n    secret_key_file: {}\n{extra}",
+        key_file(sdkappid).display()
     )
 }
 
@@ -153,6 +178,15 @@ impl Daemon {
 
     /// Starts the daemon with its files in `dir` (to restart over an existing state file).
     pub async fn start_in(dir: tempfile::TempDir, yaml: &str) -> Daemon {
+        Self::start_with(dir, yaml, None).await
+    }
+
+    /// Starts the daemon with its own DNS resolver, so no lookup leaves the machine.
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        yaml: &str,
+        resolver: Option<Resolver>,
+    ) -> Daemon {
         let (config_path, loaded) = load_config(dir.path(), yaml);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind daemon");
         let addr = listener.local_addr().expect("addr");
@@ -161,6 +195,7 @@ impl Daemon {
         let options = daemon::Options {
             loaded,
             config_path: Some(config_path.clone()),
+            resolver,
         };
         let task = tokio::spawn(daemon::run(
             options,
