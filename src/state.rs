@@ -72,6 +72,7 @@ pub struct Loaded {
 /// Reads the state file; a missing file is an empty state, a corrupt one is moved aside
 /// to `NAME.corrupt-UNIXTIME` and reported in [`Loaded::recovered`].
 pub fn load(path: &Path, now_unix: u64) -> Result<Loaded, StateError> {
+    remove_stale_temporaries(path);
     let shown = path.display().to_string();
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
@@ -152,6 +153,27 @@ pub fn save(path: &Path, targets: Vec<SavedTarget>) -> Result<(), StateError> {
         let _ = std::fs::remove_file(&tmp);
         io(e)
     })
+}
+
+/// Removes temporary files that a process killed mid-write left behind.
+fn remove_stale_temporaries(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Checks that the state file's directory is writable, so `run` can refuse to start
