@@ -16,6 +16,7 @@
 //! - [`state`]: the state file, written atomically.
 //! - [`status`]: what is known about each target; transitions, logs and metric updates.
 //! - [`tencent`]: the REST gateway client, with [`tencent::usersig`] for credentials.
+//! - [`web`]: `web_config_file` (exporter-toolkit format): TLS and basic auth for the server.
 pub mod check;
 pub mod cli;
 pub mod clock;
@@ -32,3 +33,4 @@ pub mod sim;
 pub mod state;
 pub mod status;
 pub mod tencent;
+pub mod web;
