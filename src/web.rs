@@ -207,7 +207,9 @@ struct RawWebConfig {
     tls_server_config: Option<RawTls>,
     // Kept as an opaque value: its contents are ignored as a whole (with one warning).
     http_server_config: Option<serde_json::Value>,
-    basic_auth_users: Option<BTreeMap<String, String>>,
+    // Values are taken as any YAML value and checked here: serde's type errors quote the
+    // value, and a password pasted where the hash belongs must not reach an error message.
+    basic_auth_users: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -349,18 +351,24 @@ pub fn parse(
 }
 
 fn validate_users(
-    users: BTreeMap<String, String>,
+    raw: BTreeMap<String, serde_json::Value>,
     report: &mut Report,
 ) -> BTreeMap<String, String> {
-    for (user, hash) in &users {
+    let mut users = BTreeMap::new();
+    for (user, value) in raw {
         let path = format!("basic_auth_users.{user}");
+        let hash = match value {
+            serde_json::Value::String(hash) => hash,
+            // Not a string (a number, a list…): refused below like any non-bcrypt text.
+            _ => String::new(),
+        };
         if user.is_empty() || user.contains(':') {
             report.error_at_key(
                 &path,
                 format!("basic_auth_users: user name {user:?} cannot be sent in basic auth (empty or containing ':')"),
             );
         }
-        if let Err(why) = check_bcrypt(hash) {
+        if let Err(why) = check_bcrypt(&hash) {
             // The hash itself is not repeated: it is credential material.
             report.error(
                 &path,
@@ -370,6 +378,7 @@ fn validate_users(
                 ),
             );
         }
+        users.insert(user, hash);
     }
     users
 }
@@ -729,6 +738,16 @@ mod tests {
             );
             assert!(errors[0].contains(why), "{why}: {errors:?}");
             assert!(!errors[0].contains(bad), "the hash is echoed: {errors:?}");
+        }
+        // A password pasted unquoted is not a YAML string; still not echoed.
+        for bad in ["123456", "[hunter2]", "{hunter2: 1}"] {
+            let errors = errors(dir.path(), &format!("basic_auth_users:\n  bob: {bad}\n"));
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(errors[0].contains("is not a bcrypt hash"), "{errors:?}");
+            assert!(
+                !errors[0].contains("123456") && !errors[0].contains("hunter2"),
+                "{errors:?}"
+            );
         }
         for prefix in ["$2a$", "$2y$"] {
             let text = format!(
