@@ -18,6 +18,7 @@ use crate::config::{self, LogFormat};
 use crate::daemon::{self, ReloadHandle};
 use crate::sim::{Scenario, Simulator};
 use crate::tencent::usersig::{self, SecretKey};
+use crate::web;
 
 /// Version and git revision, as `--version` prints them.
 pub const VERSION: &str = concat!(
@@ -184,6 +185,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             for warning in &loaded.warnings {
                 tracing::warn!("{warning}");
+            }
+            // Checked before binding so a bad web config never opens the port; the
+            // daemon loads it again (and logs its warnings) as it starts.
+            if let Err(e) = web::load_optional(loaded.config.web_config_file.as_deref()) {
+                for line in e.diagnostics() {
+                    eprintln!("{line}");
+                }
+                return Ok(ExitCode::from(1));
             }
             let listen = loaded.config.listen;
             let options = daemon::Options {
@@ -410,6 +419,19 @@ fn validate(path: &Path) -> ExitCode {
         Ok(loaded) => {
             for warning in &loaded.warnings {
                 eprintln!("{warning}");
+            }
+            match web::load_optional(loaded.config.web_config_file.as_deref()) {
+                Ok((_, warnings)) => {
+                    for warning in &warnings {
+                        eprintln!("{warning}");
+                    }
+                }
+                Err(e) => {
+                    for line in e.diagnostics() {
+                        eprintln!("{line}");
+                    }
+                    return ExitCode::from(1);
+                }
             }
             println!(
                 "{}: valid ({} apps, {} targets)",

@@ -6,7 +6,7 @@
 //! errors, so a typo never silently disables a check. [`resolve_secrets`] then reads key
 //! files and environment variables.
 
-mod positions;
+pub(crate) mod positions;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -498,7 +498,7 @@ pub fn parse(
     Ok((config, report.diagnostics))
 }
 
-fn path_string(path: &serde_ignored::Path) -> String {
+pub(crate) fn path_string(path: &serde_ignored::Path) -> String {
     use serde_ignored::Path as P;
     match path {
         P::Root => String::new(),

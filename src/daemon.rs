@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -21,6 +21,7 @@ use crate::server::{self, AppState, ReloadReply};
 use crate::state::{self, SavedTarget};
 use crate::status::Status;
 use crate::tencent::{Client, ClientError, ClientSettings, Resolver};
+use crate::web::{self, WebConfigError};
 
 /// After a change, the state file is written once things settle for this long.
 const STATE_WRITE_DELAY: Duration = Duration::from_millis(200);
@@ -31,6 +32,8 @@ pub enum DaemonError {
     Client(#[from] ClientError),
     #[error("HTTP server: {0}")]
     Server(std::io::Error),
+    #[error(transparent)]
+    Web(#[from] WebConfigError),
 }
 
 /// Asks a running daemon to reload its config (SIGHUP, `POST /-/reload`).
@@ -92,6 +95,11 @@ pub async fn run(
         resolver,
     } = options;
     let config = loaded.config;
+    // First, so a bad web config stops the start before anything runs.
+    let (web_config, web_warnings) = web::load_optional(config.web_config_file.as_deref())?;
+    for warning in &web_warnings {
+        tracing::warn!("{warning}");
+    }
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
         env!("CALLDRIFT_REVISION"),
@@ -145,9 +153,14 @@ pub async fn run(
         status: status.clone(),
         metrics: metrics.clone(),
         reload: config_path.as_ref().map(|_| inbox.sender.clone()),
+        web: RwLock::new(Arc::new(web_config)),
     });
     let server_stop = CancellationToken::new();
-    let server = tokio::spawn(server::run(listener, app_state, server_stop.clone()));
+    let server = tokio::spawn(server::run(
+        listener,
+        app_state.clone(),
+        server_stop.clone(),
+    ));
 
     let state_file = Arc::new(std::sync::Mutex::new(config.state_file.clone()));
     let writer_stop = CancellationToken::new();
@@ -168,7 +181,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             Some(reply) = inbox.receiver.recv() => {
                 let result = match &config_path {
-                    Some(path) => reload(path, &mut current, &status, &metrics, &plans, &clock, &saved),
+                    Some(path) => reload(path, &mut current, &app_state, &plans, &clock, &saved),
                     None => Err(vec!["this daemon was not started from a config file (demo); nothing to reload".to_owned()]),
                 };
                 *state_file.lock().unwrap_or_else(|p| p.into_inner()) = current.config.state_file.clone();
@@ -205,24 +218,27 @@ struct Current {
     resolver: Option<Resolver>,
 }
 
-/// Reads the config again; only a fully valid one replaces the running one.
+/// Reads the config (and its web config) again; only a fully valid pair replaces the
+/// running one.
 fn reload(
     path: &std::path::Path,
     current: &mut Current,
-    status: &Status,
-    metrics: &Arc<Metrics>,
+    app: &AppState,
     plans: &watch::Sender<Arc<Plan>>,
     clock: &Arc<dyn Clock>,
     saved: &BTreeMap<TargetKey, SavedTarget>,
 ) -> Result<(), Vec<String>> {
+    let (status, metrics) = (&app.status, &app.metrics);
     let attempt = config::load(path)
         .map_err(|e| e.diagnostics())
         .and_then(|loaded| {
+            let web = web::load_optional(loaded.config.web_config_file.as_deref())
+                .map_err(|e| e.diagnostics())?;
             let client = client_for(&loaded.config, current, clock, metrics)
                 .map_err(|e| vec![e.to_string()])?;
-            Ok((loaded, client))
+            Ok((loaded, web, client))
         });
-    let (loaded, client) = match attempt {
+    let (loaded, (web_config, web_warnings), client) = match attempt {
         Ok(ok) => ok,
         Err(errors) => {
             metrics.reload_successful.set(0);
@@ -230,9 +246,10 @@ fn reload(
             return Err(errors);
         }
     };
-    for warning in &loaded.warnings {
+    for warning in loaded.warnings.iter().chain(&web_warnings) {
         tracing::warn!("{warning}");
     }
+    app.set_web(Arc::new(web_config));
     if loaded.config.listen != current.config.listen {
         tracing::warn!(old = %current.config.listen, new = %loaded.config.listen, "listen changed; it takes effect at the next restart");
     }

@@ -16,6 +16,7 @@
 //! - [`state`]: the state file, written atomically.
 //! - [`status`]: what is known about each target; transitions, logs and metric updates.
 //! - [`tencent`]: the REST gateway client, with [`tencent::usersig`] for credentials.
+//! - [`web`]: `web_config_file` (exporter-toolkit format): TLS and basic auth for the server.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod check;
@@ -34,3 +35,4 @@ pub mod sim;
 pub mod state;
 pub mod status;
 pub mod tencent;
+pub mod web;

@@ -2,19 +2,25 @@
 //! `/-/reload`. It takes a bound listener and a shutdown token, so tests drive it on
 //! `127.0.0.1:0`.
 //!
+//! With a `web_config_file` it speaks TLS and asks for basic auth on every path but the
+//! probes (see [`crate::web`]).
+//!
 //! **Invariant:** a slow or flooding client cannot starve polling: connections are capped,
-//! request headers are bounded in size and time, and handlers only read shared state.
+//! TLS handshakes and request headers are bounded in size and time, and handlers only
+//! read shared state.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -22,11 +28,14 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::report::Status as ReportStatus;
 use crate::status::Status;
+use crate::web::{self, WebConfig};
 
 /// Connections served at once; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 256;
 /// Time a client gets to send its request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client gets to finish the TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head accepted.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Largest request body read (the endpoints take none).
@@ -41,6 +50,21 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Where `POST /-/reload` asks the daemon to reload; `None` disables the endpoint.
     pub reload: Option<mpsc::Sender<ReloadReply>>,
+    /// TLS and basic auth from `web_config_file`; a reload swaps it whole.
+    pub web: RwLock<Arc<WebConfig>>,
+}
+
+impl AppState {
+    /// The web config in force now.
+    pub fn web(&self) -> Arc<WebConfig> {
+        // A panic while holding the lock leaves a whole Arc behind; still usable.
+        self.web.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the web config: TLS applies to new connections, users to new requests.
+    pub fn set_web(&self, web: Arc<WebConfig>) {
+        *self.web.write().unwrap_or_else(|p| p.into_inner()) = web;
+    }
 }
 
 /// Serves until `shutdown` is cancelled, then lets open requests finish for a moment.
@@ -68,24 +92,49 @@ pub async fn run(
                 }
             },
         };
-        let state = state.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .max_buf_size(MAX_HEADER_BYTES.max(8192))
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let tls = state.web().tls.clone();
+        let (state, watcher, shutdown) = (state.clone(), graceful.watcher(), shutdown.clone());
         tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
+            let _permit = permit;
+            let Some(tls) = tls else {
+                serve(stream, state, watcher).await;
+                return;
+            };
+            // The handshake runs here, not in the accept loop, so a slow client only
+            // holds its own connection slot.
+            let handshake = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                done = tokio::time::timeout(
+                    TLS_HANDSHAKE_TIMEOUT,
+                    tokio_rustls::TlsAcceptor::from(tls).accept(stream),
+                ) => done,
+            };
+            match handshake {
+                Ok(Ok(stream)) => serve(stream, state, watcher).await,
+                Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
         });
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
     Ok(())
+}
+
+/// Serves HTTP/1.1 on one connection, plain or TLS, until it closes or shutdown ends it.
+async fn serve<S>(stream: S, state: Arc<AppState>, watcher: Watcher)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192))
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = watcher.watch(conn).await;
 }
 
 fn respond(
@@ -103,9 +152,27 @@ fn respond(
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
+/// Paths open without credentials: orchestrators probe them without any.
+const PROBES: [&str; 2] = ["/-/healthy", "/-/ready"];
+
 async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    if !PROBES.contains(&path.as_str()) {
+        let web = state.web();
+        if web.requires_auth()
+            && !web
+                .authorize(req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes))
+                .await
+        {
+            let mut response = respond(StatusCode::UNAUTHORIZED, TEXT, "unauthorized\n");
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static(web::WWW_AUTHENTICATE),
+            );
+            return response;
+        }
+    }
     let read_only = method == Method::GET || method == Method::HEAD;
     match (path.as_str(), read_only) {
         ("/metrics", true) => respond(

@@ -1,0 +1,899 @@
+//! `web_config_file`: TLS and basic auth for the HTTP server, in the format of the
+//! Prometheus exporter-toolkit
+//! (<https://github.com/prometheus/exporter-toolkit/blob/master/docs/web-configuration.md>),
+//! so a file written for other exporters works here.
+//!
+//! Supported: `tls_server_config` (`cert_file`, `key_file`, `min_version`, `max_version`,
+//! `client_auth_type` `NoClientCert` or `RequireAndVerifyClientCert` with
+//! `client_ca_file`) and `basic_auth_users` (bcrypt hashes). `http_server_config` is
+//! accepted and ignored with a warning. Every other key is an error: a typo must not
+//! silently leave the endpoints open.
+//!
+//! **Invariant:** no password is kept. Verified credentials are remembered as a salted
+//! SHA-256 digest, so a scrape every 15 s costs one bcrypt check (~100 ms of CPU) per
+//! reload rather than per scrape.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use base64::Engine as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::version::{TLS12, TLS13};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::config::positions::Positions;
+use crate::config::{Diagnostic, Pos, Severity};
+
+/// The `WWW-Authenticate` answer to a request without valid credentials.
+pub const WWW_AUTHENTICATE: &str = "Basic realm=\"calldrift\"";
+
+/// Verified credentials remembered per loaded web config; past this the memory is
+/// cleared, so a client cycling through valid passwords cannot grow it without bound.
+const MAX_VERIFIED: usize = 1024;
+
+/// Cost of the stand-in hash checked for unknown users (the cost exporter-toolkit's docs
+/// suggest), so a wrong user name takes as long to refuse as a wrong password.
+const DUMMY_COST: u32 = 10;
+
+/// bcrypt checks run one at a time: each takes a core for ~100 ms, and a stream of bad
+/// passwords must not starve polling on a small machine.
+static BCRYPT_SLOTS: Semaphore = Semaphore::const_new(1);
+
+/// Keys exporter-toolkit knows that calldrift does not implement: named as such in the
+/// error rather than as typos.
+const TOOLKIT_UNSUPPORTED: [&str; 7] = [
+    "rate_limit",
+    "tls_server_config.cert",
+    "tls_server_config.key",
+    "tls_server_config.cipher_suites",
+    "tls_server_config.curve_preferences",
+    "tls_server_config.prefer_server_cipher_suites",
+    "tls_server_config.client_allowed_sans",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebConfigError {
+    #[error("{path}: cannot read web config: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl WebConfigError {
+    /// Every diagnostic, for printing one per line.
+    pub fn diagnostics(&self) -> Vec<String> {
+        match self {
+            WebConfigError::Invalid(all) => all.iter().map(ToString::to_string).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// A validated web config: what the listener speaks and who may read it.
+pub struct WebConfig {
+    /// `Some`: the listener speaks TLS only.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// User name → bcrypt hash; empty means no authentication.
+    pub users: BTreeMap<String, String>,
+    verified: VerifiedCache,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig::new(None, BTreeMap::new())
+    }
+}
+
+// Hand-written so hashes and TLS key material never reach Debug output.
+impl fmt::Debug for WebConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebConfig")
+            .field("tls", &self.tls.as_ref().map(|_| "enabled"))
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Credentials that passed bcrypt, as digests salted per web config.
+struct VerifiedCache {
+    salt: [u8; 32],
+    entries: Mutex<HashSet<[u8; 32]>>,
+}
+
+impl WebConfig {
+    pub fn new(tls: Option<Arc<rustls::ServerConfig>>, users: BTreeMap<String, String>) -> Self {
+        WebConfig {
+            tls,
+            users,
+            verified: VerifiedCache {
+                salt: rand::random(),
+                entries: Mutex::new(HashSet::new()),
+            },
+        }
+    }
+
+    /// Whether requests (probes aside) need basic auth.
+    pub fn requires_auth(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    /// Checks an `Authorization` header value against `basic_auth_users`.
+    pub async fn authorize(&self, header: Option<&[u8]>) -> bool {
+        let Some((user, password)) = header.and_then(parse_basic) else {
+            return false;
+        };
+        let hash = self.users.get(&user).cloned();
+        // The hash is part of the key so an entry can only ever vouch for the hash it
+        // was checked against.
+        let key = self.digest(&user, hash.as_deref().unwrap_or(""), &password);
+        if hash.is_some() && self.lock_verified().contains(&key) {
+            return true;
+        }
+        let Ok(_slot) = BCRYPT_SLOTS.acquire().await else {
+            return false;
+        };
+        let known = hash.is_some();
+        let check = tokio::task::spawn_blocking(move || {
+            let hash = match &hash {
+                Some(hash) => hash.as_str(),
+                None => dummy_hash(),
+            };
+            bcrypt::verify(&password, hash).unwrap_or(false)
+        });
+        let ok = known && check.await.unwrap_or(false);
+        if ok {
+            let mut verified = self.lock_verified();
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
+            }
+            verified.insert(key);
+        }
+        ok
+    }
+
+    fn lock_verified(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
+        // A panic while holding the lock leaves a plain set behind; still usable.
+        self.verified
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn digest(&self, user: &str, hash: &str, password: &[u8]) -> [u8; 32] {
+        let mut sha = Sha256::new();
+        sha.update(self.verified.salt);
+        // Lengths first, so no two (user, hash, password) triples share an input.
+        for part in [user.as_bytes(), hash.as_bytes(), password] {
+            sha.update((part.len() as u64).to_be_bytes());
+            sha.update(part);
+        }
+        sha.finalize().into()
+    }
+}
+
+/// A valid bcrypt hash no password is known for, checked for unknown users.
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| bcrypt::hash(rand::random::<[u8; 16]>(), DUMMY_COST).unwrap_or_default())
+}
+
+/// `Basic base64(user:password)` → (user, password).
+fn parse_basic(header: &[u8]) -> Option<(String, Vec<u8>)> {
+    let text = std::str::from_utf8(header).ok()?.trim();
+    let (scheme, encoded) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
+    Some((user, decoded[colon + 1..].to_vec()))
+}
+
+// ---- raw, as written -------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawWebConfig {
+    tls_server_config: Option<RawTls>,
+    // Kept as an opaque value: its contents are ignored as a whole (with one warning).
+    http_server_config: Option<serde_json::Value>,
+    // Values are taken as any YAML value and checked here: serde's type errors quote the
+    // value, and a password pasted where the hash belongs must not reach an error message.
+    basic_auth_users: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawTls {
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    client_auth_type: Option<String>,
+    client_ca_file: Option<String>,
+    min_version: Option<String>,
+    max_version: Option<String>,
+}
+
+// ---- loading and validation ------------------------------------------------------------
+
+/// Reads and validates a web config file; relative paths in it are taken from its
+/// directory, as exporter-toolkit does. Returns the config and its warnings.
+pub fn load(path: &Path) -> Result<(WebConfig, Vec<Diagnostic>), WebConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read {
+        path: origin.clone(),
+        source,
+    })?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    parse(&text, &origin, base_dir)
+}
+
+/// [`load`] for `Config.web_config_file`: no file means no TLS and no authentication.
+pub fn load_optional(path: Option<&Path>) -> Result<(WebConfig, Vec<Diagnostic>), WebConfigError> {
+    match path {
+        Some(path) => load(path),
+        None => Ok((WebConfig::default(), Vec::new())),
+    }
+}
+
+/// Collects diagnostics with positions looked up by path.
+struct Report<'a> {
+    file: &'a str,
+    positions: &'a Positions,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Report<'_> {
+    fn push(&mut self, severity: Severity, pos: Pos, message: String) {
+        self.diagnostics.push(Diagnostic {
+            severity,
+            file: self.file.to_owned(),
+            pos,
+            message,
+        });
+    }
+
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.positions.value(path);
+        self.push(Severity::Error, pos, message.into());
+    }
+
+    fn error_at_key(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.positions.key(path);
+        self.push(Severity::Error, pos, message.into());
+    }
+
+    fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+    }
+}
+
+/// Parses and validates web config text, reading the files it names.
+pub fn parse(
+    text: &str,
+    origin: &str,
+    base_dir: &Path,
+) -> Result<(WebConfig, Vec<Diagnostic>), WebConfigError> {
+    let positions = Positions::scan(text);
+    let mut report = Report {
+        file: origin,
+        positions: &positions,
+        diagnostics: Vec::new(),
+    };
+    let mut unknown = Vec::new();
+    // Option: a file of comments only is an empty document, which means defaults.
+    let raw: Result<Option<RawWebConfig>, _> = if text.trim().is_empty() {
+        Ok(None)
+    } else {
+        serde_ignored::deserialize(yaml_serde::Deserializer::from_str(text), |path| {
+            unknown.push(crate::config::path_string(&path))
+        })
+    };
+    for path in &unknown {
+        if TOOLKIT_UNSUPPORTED.contains(&path.as_str()) {
+            report.error_at_key(
+                path,
+                format!(
+                    "{path} is an exporter-toolkit setting calldrift does not support; remove it"
+                ),
+            );
+        } else {
+            let field = path.rsplit('.').next().unwrap_or(path);
+            report.error_at_key(path, format!("unknown field {field:?} at {path}"));
+        }
+    }
+    let raw = match raw {
+        Ok(raw) => raw.unwrap_or_default(),
+        Err(e) => {
+            let pos = e.location().map_or(Pos::START, |l| Pos {
+                line: l.line(),
+                column: l.column(),
+            });
+            let message = e.to_string();
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_owned();
+            report.push(Severity::Error, pos, message);
+            return Err(WebConfigError::Invalid(report.diagnostics));
+        }
+    };
+
+    if raw.http_server_config.is_some() {
+        let pos = positions.key("http_server_config");
+        report.push(
+            Severity::Warning,
+            pos,
+            "http_server_config is ignored: calldrift serves HTTP/1.1 and sets no extra headers"
+                .to_owned(),
+        );
+    }
+    let users = validate_users(raw.basic_auth_users.unwrap_or_default(), &mut report);
+    let tls = raw
+        .tls_server_config
+        .and_then(|tls| validate_tls(tls, &mut report, base_dir));
+    if report.has_errors() {
+        return Err(WebConfigError::Invalid(report.diagnostics));
+    }
+    Ok((WebConfig::new(tls, users), report.diagnostics))
+}
+
+fn validate_users(
+    raw: BTreeMap<String, serde_json::Value>,
+    report: &mut Report,
+) -> BTreeMap<String, String> {
+    let mut users = BTreeMap::new();
+    for (user, value) in raw {
+        let path = format!("basic_auth_users.{user}");
+        let hash = match value {
+            serde_json::Value::String(hash) => hash,
+            // Not a string (a number, a list…): refused below like any non-bcrypt text.
+            _ => String::new(),
+        };
+        if user.is_empty() || user.contains(':') {
+            report.error_at_key(
+                &path,
+                format!("basic_auth_users: user name {user:?} cannot be sent in basic auth (empty or containing ':')"),
+            );
+        }
+        if let Err(why) = check_bcrypt(&hash) {
+            // The hash itself is not repeated: it is credential material.
+            report.error(
+                &path,
+                format!(
+                    "basic_auth_users: the hash of user {user:?} is not a bcrypt hash ({why}); \
+                     make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n'"
+                ),
+            );
+        }
+        users.insert(user, hash);
+    }
+    users
+}
+
+/// Accepts what `bcrypt::verify` can check: `$2a$`, `$2b$` or `$2y$`, cost 4 to 31,
+/// 22 characters of salt and 31 of hash.
+fn check_bcrypt(hash: &str) -> Result<(), String> {
+    if !["$2a$", "$2b$", "$2y$"]
+        .iter()
+        .any(|prefix| hash.starts_with(prefix))
+    {
+        return Err("it must start with $2a$, $2b$ or $2y$".to_owned());
+    }
+    let parts: bcrypt::HashParts = hash
+        .parse()
+        .map_err(|e: bcrypt::BcryptError| e.to_string())?;
+    if !(4..=31).contains(&parts.get_cost()) {
+        return Err(format!("cost {} is outside 4 to 31", parts.get_cost()));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TlsVersion {
+    V12,
+    V13,
+}
+
+fn tls_version(
+    raw: Option<&str>,
+    path: &str,
+    default: TlsVersion,
+    report: &mut Report,
+) -> TlsVersion {
+    match raw {
+        None | Some("") => default,
+        Some("TLS12") => TlsVersion::V12,
+        Some("TLS13") => TlsVersion::V13,
+        Some(old @ ("TLS10" | "TLS11")) => {
+            report.error(
+                path,
+                format!("{path}: {old} is not supported; calldrift speaks TLS12 and TLS13"),
+            );
+            default
+        }
+        Some(other) => {
+            report.error(
+                path,
+                format!("{path}: unknown TLS version {other:?}; use TLS12 or TLS13"),
+            );
+            default
+        }
+    }
+}
+
+/// A file path from the web config, relative to its directory; empty means unset.
+fn file_path(raw: Option<String>, base_dir: &Path) -> Option<PathBuf> {
+    raw.filter(|p| !p.is_empty()).map(|p| {
+        let p = PathBuf::from(p);
+        if p.is_relative() { base_dir.join(p) } else { p }
+    })
+}
+
+fn read_file(path: &Path, key: &str, report: &mut Report) -> Option<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            report.error(key, format!("{key}: cannot read {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+fn read_certs(path: &Path, key: &str, report: &mut Report) -> Option<Vec<CertificateDer<'static>>> {
+    let pem = read_file(path, key, report)?;
+    match rustls_pemfile::certs(&mut pem.as_slice()).collect::<Result<Vec<_>, _>>() {
+        Ok(certs) if certs.is_empty() => {
+            report.error(
+                key,
+                format!("{key}: {} holds no PEM certificate", path.display()),
+            );
+            None
+        }
+        Ok(certs) => Some(certs),
+        Err(e) => {
+            report.error(key, format!("{key}: {}: invalid PEM: {e}", path.display()));
+            None
+        }
+    }
+}
+
+fn read_key(path: &Path, key: &str, report: &mut Report) -> Option<PrivateKeyDer<'static>> {
+    let pem = read_file(path, key, report)?;
+    match rustls_pemfile::private_key(&mut pem.as_slice()) {
+        Ok(Some(k)) => Some(k),
+        Ok(None) => {
+            report.error(
+                key,
+                format!("{key}: {} holds no PEM private key", path.display()),
+            );
+            None
+        }
+        Err(e) => {
+            report.error(key, format!("{key}: {}: invalid PEM: {e}", path.display()));
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientAuth {
+    None,
+    RequireAndVerify,
+}
+
+fn validate_tls(
+    raw: RawTls,
+    report: &mut Report,
+    base_dir: &Path,
+) -> Option<Arc<rustls::ServerConfig>> {
+    const TLS: &str = "tls_server_config";
+    let min = tls_version(
+        raw.min_version.as_deref(),
+        "tls_server_config.min_version",
+        TlsVersion::V12,
+        report,
+    );
+    let max = tls_version(
+        raw.max_version.as_deref(),
+        "tls_server_config.max_version",
+        TlsVersion::V13,
+        report,
+    );
+    if min > max {
+        report.error(
+            "tls_server_config.min_version",
+            "tls_server_config: min_version is above max_version",
+        );
+    }
+    // `None`: the value was refused above, so its consequences are not reported twice.
+    let client_auth = match raw.client_auth_type.as_deref() {
+        None | Some("") | Some("NoClientCert") => Some(ClientAuth::None),
+        Some("RequireAndVerifyClientCert") => Some(ClientAuth::RequireAndVerify),
+        Some(other) => {
+            let known = matches!(
+                other,
+                "RequestClientCert" | "RequireAnyClientCert" | "VerifyClientCertIfGiven"
+            );
+            report.error(
+                "tls_server_config.client_auth_type",
+                format!(
+                    "tls_server_config.client_auth_type: {} {other:?}; use NoClientCert or RequireAndVerifyClientCert (with client_ca_file)",
+                    if known { "calldrift does not support" } else { "unknown value" }
+                ),
+            );
+            None
+        }
+    };
+    let ca_file = file_path(raw.client_ca_file, base_dir);
+    match (client_auth, &ca_file) {
+        (Some(ClientAuth::RequireAndVerify), None) => report.error(
+            "tls_server_config.client_auth_type",
+            "tls_server_config: RequireAndVerifyClientCert needs client_ca_file",
+        ),
+        // exporter-toolkit refuses this too: CAs without a policy would verify nothing.
+        (Some(ClientAuth::None), Some(_)) => report.error(
+            "tls_server_config.client_ca_file",
+            "tls_server_config: client_ca_file is set but client_auth_type is NoClientCert; set client_auth_type: RequireAndVerifyClientCert",
+        ),
+        _ => {}
+    }
+    let cert_file = file_path(raw.cert_file, base_dir);
+    let key_file = file_path(raw.key_file, base_dir);
+    if cert_file.is_none() {
+        report.error_at_key(TLS, "tls_server_config: cert_file is required");
+    }
+    if key_file.is_none() {
+        report.error_at_key(TLS, "tls_server_config: key_file is required");
+    }
+    let certs = cert_file
+        .as_deref()
+        .and_then(|p| read_certs(p, "tls_server_config.cert_file", report));
+    let key = key_file
+        .as_deref()
+        .and_then(|p| read_key(p, "tls_server_config.key_file", report));
+    let cas = match (&ca_file, client_auth) {
+        (Some(p), Some(ClientAuth::RequireAndVerify)) => {
+            Some(read_certs(p, "tls_server_config.client_ca_file", report)?)
+        }
+        _ => None,
+    };
+    let (certs, key) = (certs?, key?);
+    if report.has_errors() {
+        return None;
+    }
+    match server_config(certs, key, cas, min, max) {
+        Ok(config) => Some(Arc::new(config)),
+        Err(e) => {
+            report.error_at_key(TLS, format!("tls_server_config: {e}"));
+            None
+        }
+    }
+}
+
+fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_cas: Option<Vec<CertificateDer<'static>>>,
+    min: TlsVersion,
+    max: TlsVersion,
+) -> Result<rustls::ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> =
+        [(TlsVersion::V12, &TLS12), (TlsVersion::V13, &TLS13)]
+            .into_iter()
+            .filter(|(v, _)| (min..=max).contains(v))
+            .map(|(_, v)| v)
+            .collect();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| e.to_string())?;
+    let builder = match client_cas {
+        None => builder.with_no_client_auth(),
+        Some(cas) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in cas {
+                roots.add(ca).map_err(|e| format!("client_ca_file: {e}"))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("client_ca_file: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("cert_file and key_file: {e}"))?;
+    // The server speaks HTTP/1.1 only; saying so lets clients skip trying h2.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_in(dir: &Path, text: &str) -> Result<(WebConfig, Vec<Diagnostic>), WebConfigError> {
+        parse(text, "web.yml", dir)
+    }
+
+    fn errors(dir: &Path, text: &str) -> Vec<String> {
+        match parse_in(dir, text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.diagnostics(),
+        }
+    }
+
+    /// Writes a self-signed certificate and key for localhost into `dir`.
+    fn write_cert(dir: &Path, name: &str) {
+        let certified = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])
+        .expect("certificate");
+        std::fs::write(dir.join(format!("{name}.crt")), certified.cert.pem()).expect("write cert");
+        std::fs::write(
+            dir.join(format!("{name}.key")),
+            certified.signing_key.serialize_pem(),
+        )
+        .expect("write key");
+    }
+
+    fn hash(password: &str) -> String {
+        bcrypt::hash(password, 4).expect("bcrypt hash")
+    }
+
+    #[test]
+    fn empty_or_comment_only_files_mean_no_tls_and_no_auth() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for text in ["", "# nothing here\n"] {
+            let (web, warnings) = parse_in(dir.path(), text).expect("valid");
+            assert!(web.tls.is_none() && !web.requires_auth());
+            assert!(warnings.is_empty());
+        }
+    }
+
+    #[test]
+    fn unknown_keys_name_line_and_column() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "basic_auth_users:\n  alice: \"{}\"\ntls_sever_config:\n  cert_file: x\n",
+            hash("pw")
+        );
+        assert_eq!(
+            errors(dir.path(), &text),
+            vec!["web.yml:3:1: unknown field \"tls_sever_config\" at tls_sever_config"]
+        );
+        write_cert(dir.path(), "server");
+        let text =
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  cert_fiel: x\n";
+        assert_eq!(
+            errors(dir.path(), text),
+            vec!["web.yml:4:3: unknown field \"cert_fiel\" at tls_server_config.cert_fiel"]
+        );
+    }
+
+    #[test]
+    fn toolkit_settings_calldrift_lacks_are_named_as_unsupported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_cert(dir.path(), "server");
+        let text = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\n";
+        let errors = errors(dir.path(), text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("web.yml:4:3: tls_server_config.cipher_suites is an exporter-toolkit setting calldrift does not support"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_errors_name_line_and_column() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let errors = errors(dir.path(), "basic_auth_users:\n  alice: [unclosed\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("web.yml:"), "{errors:?}");
+        let place: Vec<&str> = errors[0].splitn(4, ':').collect();
+        assert!(
+            place[1].parse::<usize>().is_ok() && place[2].parse::<usize>().is_ok(),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn hashes_that_are_not_bcrypt_are_refused_without_being_echoed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = hash("pw");
+        let truncated = &good[..50];
+        let wrong_prefix = good.replacen("$2b$", "$2x$", 1);
+        let wrong_cost = format!("$2b$03${}", &good[7..]);
+        for (bad, why) in [
+            ("plaintext-password", "must start with $2a$, $2b$ or $2y$"),
+            (truncated, "malformed"),
+            (wrong_prefix.as_str(), "must start with"),
+            (wrong_cost.as_str(), "cost 3 is outside 4 to 31"),
+        ] {
+            let text = format!("basic_auth_users:\n  ok: \"{good}\"\n  bob: \"{bad}\"\n");
+            let errors = errors(dir.path(), &text);
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(
+                errors[0].starts_with(
+                    "web.yml:3:8: basic_auth_users: the hash of user \"bob\" is not a bcrypt hash"
+                ),
+                "{errors:?}"
+            );
+            assert!(errors[0].contains(why), "{why}: {errors:?}");
+            assert!(!errors[0].contains(bad), "the hash is echoed: {errors:?}");
+        }
+        // A password pasted unquoted is not a YAML string; still not echoed.
+        for bad in ["123456", "[hunter2]", "{hunter2: 1}"] {
+            let errors = errors(dir.path(), &format!("basic_auth_users:\n  bob: {bad}\n"));
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(errors[0].contains("is not a bcrypt hash"), "{errors:?}");
+            assert!(
+                !errors[0].contains("123456") && !errors[0].contains("hunter2"),
+                "{errors:?}"
+            );
+        }
+        for prefix in ["$2a$", "$2y$"] {
+            let text = format!(
+                "basic_auth_users:\n  bob: \"{}\"\n",
+                good.replacen("$2b$", prefix, 1)
+            );
+            parse_in(dir.path(), &text).expect("2a and 2y are bcrypt too");
+        }
+    }
+
+    #[test]
+    fn missing_files_are_errors_naming_the_key_and_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_cert(dir.path(), "server");
+        let text = "tls_server_config:\n  cert_file: nowhere.crt\n  key_file: server.key\n";
+        let errors = errors(dir.path(), text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let missing = dir.path().join("nowhere.crt");
+        assert!(
+            errors[0].starts_with(&format!(
+                "web.yml:2:14: tls_server_config.cert_file: cannot read {}:",
+                missing.display()
+            )),
+            "{errors:?}"
+        );
+        let errors = self::errors(dir.path(), "tls_server_config:\n  cert_file: server.crt\n");
+        assert_eq!(
+            errors,
+            vec!["web.yml:1:1: tls_server_config: key_file is required"]
+        );
+        // A certificate file where the key should be: no key in it.
+        let errors = self::errors(
+            dir.path(),
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.crt\n",
+        );
+        assert!(errors[0].contains("holds no PEM private key"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_valid_file_gives_tls_and_users_with_paths_from_its_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_cert(dir.path(), "server");
+        let text = format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS13\n\
+             http_server_config:\n  http2: false\nbasic_auth_users:\n  alice: {}\n",
+            hash("pw")
+        );
+        let (web, warnings) = parse_in(dir.path(), &text).expect("valid");
+        let tls = web.tls.as_ref().expect("TLS");
+        assert_eq!(tls.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert!(web.requires_auth());
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0]
+                .to_string()
+                .starts_with("web.yml:5:1: warning: http_server_config is ignored"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn tls_versions_and_client_auth_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_cert(dir.path(), "server");
+        write_cert(dir.path(), "ca");
+        let base = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n";
+        let cases = [
+            ("  min_version: TLS11\n", "TLS11 is not supported"),
+            ("  max_version: TLS14\n", "unknown TLS version \"TLS14\""),
+            (
+                "  min_version: TLS13\n  max_version: TLS12\n",
+                "min_version is above max_version",
+            ),
+            (
+                "  client_auth_type: RequireAnyClientCert\n",
+                "calldrift does not support \"RequireAnyClientCert\"",
+            ),
+            (
+                "  client_auth_type: Sometimes\n",
+                "unknown value \"Sometimes\"",
+            ),
+            (
+                "  client_auth_type: RequireAndVerifyClientCert\n",
+                "needs client_ca_file",
+            ),
+            (
+                "  client_ca_file: ca.crt\n",
+                "client_ca_file is set but client_auth_type is NoClientCert",
+            ),
+            (
+                "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: absent.crt\n",
+                "tls_server_config.client_ca_file: cannot read",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let errors = errors(dir.path(), &format!("{base}{extra}"));
+            assert!(
+                errors.len() == 1 && errors[0].contains(expected),
+                "{extra}: {errors:?}"
+            );
+        }
+        let text = format!(
+            "{base}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n"
+        );
+        let (web, _) = parse_in(dir.path(), &text).expect("valid");
+        assert!(web.tls.is_some());
+    }
+
+    #[test]
+    fn debug_output_shows_neither_hashes_nor_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = hash("pw");
+        let (web, _) = parse_in(
+            dir.path(),
+            &format!("basic_auth_users:\n  alice: \"{h}\"\n"),
+        )
+        .expect("valid");
+        let debug = format!("{web:?}");
+        assert!(
+            debug.contains("alice") && !debug.contains(&h[7..]),
+            "{debug}"
+        );
+    }
+
+    fn basic(user: &str, password: &str) -> Vec<u8> {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Basic {encoded}").into_bytes()
+    }
+
+    #[tokio::test]
+    async fn authorize_checks_users_and_remembers_only_successes() {
+        let mut users = BTreeMap::new();
+        users.insert("alice".to_owned(), hash("right"));
+        let web = WebConfig::new(None, users);
+        assert!(!web.authorize(None).await);
+        assert!(!web.authorize(Some(b"Bearer abc")).await);
+        assert!(!web.authorize(Some(b"Basic !!!not-base64")).await);
+        assert!(!web.authorize(Some(&basic("alice", "wrong"))).await);
+        assert!(!web.authorize(Some(&basic("mallory", "right"))).await);
+        assert!(web.lock_verified().is_empty());
+        assert!(web.authorize(Some(&basic("alice", "right"))).await);
+        assert!(web.authorize(Some(b"basic YWxpY2U6cmlnaHQ=")).await);
+        assert_eq!(web.lock_verified().len(), 1);
+        // The cache holds digests, never the password.
+        let entry = *web.lock_verified().iter().next().expect("one entry");
+        assert!(!entry.windows(5).any(|w| w == b"right"));
+    }
+}
