@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, LogFormat};
 use crate::daemon::{self, ReloadHandle};
+use crate::shard::Shard;
 use crate::sim::{Scenario, Simulator};
 use crate::tencent::usersig::{self, SecretKey};
 
@@ -53,6 +54,14 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
+#[derive(Debug, Args)]
+pub struct ShardArg {
+    /// Poll only this replica's part of the apps: INDEX/COUNT, INDEX 0-based (e.g. 0/3).
+    /// Each SDKAppID stays whole in one shard; the global rate limit is divided by COUNT.
+    #[arg(long, env = "CALLDRIFT_SHARD", value_name = "INDEX/COUNT")]
+    pub shard: Option<Shard>,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ReportFormat {
     Text,
@@ -65,6 +74,8 @@ pub enum Command {
     Run {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        shard: ShardArg,
     },
     /// One pass over every target, then a report. Exit 0 no drift, 2 drift, 1 errors.
     Check {
@@ -75,6 +86,8 @@ pub enum Command {
         /// Only these apps (repeatable).
         #[arg(long = "app", value_name = "NAME")]
         apps: Vec<String>,
+        #[command(flatten)]
+        shard: ShardArg,
     },
     /// Parse and validate the config and resolve secrets; no network.
     Validate {
@@ -117,7 +130,19 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Parses arguments, runs the subcommand, returns its exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap exits 2 on a usage error, which `check` uses for "drift found"; a script must
+    // never read a bad flag (say `--shard 3/3`) as drift, so usage errors exit 1.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -167,7 +192,7 @@ fn log_format(cli: Option<LogFormatArg>, config: LogFormat) -> LogFormat {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { config } => {
+        Command::Run { config, shard } => {
             let loaded = match config::load(&config.config) {
                 Ok(loaded) => loaded,
                 Err(e) => {
@@ -189,6 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = daemon::Options {
                 loaded,
                 config_path: Some(config.config),
+                shard: shard.shard,
             };
             runtime()?.block_on(async move {
                 let listener = bind(listen).await?;
@@ -230,6 +256,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             format,
             apps,
+            shard,
         } => {
             let loaded = match config::load(&config.config) {
                 Ok(loaded) => loaded,
@@ -249,10 +276,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracing::warn!("{warning}");
             }
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-            let report = runtime()?.block_on(crate::check::run(
+            let selection = crate::check::Selection {
+                apps,
+                shard: shard.shard,
+            };
+            let report = runtime()?.block_on(crate::check::run_selected(
                 &loaded.config,
                 &loaded.secrets,
-                &apps,
+                &selection,
                 clock,
             ))?;
             match format {
@@ -388,6 +419,7 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
             warnings: Vec::new(),
         },
         config_path: None,
+        shard: None,
     };
     let result = daemon::run(
         options,

@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
 use crate::scheduler::{self, Plan};
 use crate::server::{self, AppState, ReloadReply};
+use crate::shard::Shard;
 use crate::state::{self, SavedTarget};
 use crate::status::Status;
 use crate::tencent::{Client, ClientError, ClientSettings};
@@ -73,6 +74,8 @@ pub struct Options {
     pub loaded: Loaded,
     /// The file to read again on reload; `None` (the demo) refuses reloads.
     pub config_path: Option<PathBuf>,
+    /// Poll only this shard's apps, at its part of the global rate; reloads keep it.
+    pub shard: Option<Shard>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled; then stops scheduling, lets in-flight
@@ -87,8 +90,12 @@ pub async fn run(
     let Options {
         loaded,
         config_path,
+        shard,
     } = options;
-    let config = loaded.config;
+    let mut config = loaded.config;
+    if let Some(shard) = shard {
+        shard.apply(&mut config);
+    }
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
         env!("CALLDRIFT_REVISION"),
@@ -121,6 +128,8 @@ pub async fn run(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         targets = config.target_count(),
         interval = %humantime::format_duration(config.poll.interval),
+        shard = %shard.map_or_else(|| "none".to_owned(), |s| s.to_string()),
+        rate_limit_per_second = config.rate_limit.per_second,
         "calldrift started"
     );
 
@@ -150,7 +159,11 @@ pub async fn run(
         writer_stop.clone(),
     ));
 
-    let mut current = Current { config, client };
+    let mut current = Current {
+        config,
+        client,
+        shard,
+    };
     let mut inbox = inbox;
     loop {
         tokio::select! {
@@ -189,11 +202,14 @@ pub async fn run(
 }
 
 struct Current {
+    /// Already narrowed to `shard`.
     config: Config,
     client: Arc<Client>,
+    shard: Option<Shard>,
 }
 
-/// Reads the config again; only a fully valid one replaces the running one.
+/// Reads the config again; only a fully valid one replaces the running one. The shard
+/// is applied again, so a reload never widens a replica to every target.
 fn reload(
     path: &std::path::Path,
     current: &mut Current,
@@ -205,6 +221,12 @@ fn reload(
 ) -> Result<(), Vec<String>> {
     let attempt = config::load(path)
         .map_err(|e| e.diagnostics())
+        .map(|mut loaded| {
+            if let Some(shard) = current.shard {
+                shard.apply(&mut loaded.config);
+            }
+            loaded
+        })
         .and_then(|loaded| {
             let client = client_for(&loaded.config, current, clock, metrics)
                 .map_err(|e| vec![e.to_string()])?;
@@ -238,6 +260,7 @@ fn reload(
     *current = Current {
         config: loaded.config,
         client,
+        shard: current.shard,
     };
     Ok(())
 }

@@ -12,6 +12,7 @@
 //! - [`report`]: the per-target report of `check` and `/api/v1/targets`.
 //! - [`scheduler`]: the poll loop: spread, skips, lag.
 //! - [`server`]: the HTTP endpoints and the landing page.
+//! - [`shard`]: `--shard INDEX/COUNT`: which apps one replica polls.
 //! - [`sim`]: the simulated Chat REST gateway behind `calldrift simulate`, `demo` and the tests.
 //! - [`state`]: the state file, written atomically.
 //! - [`status`]: what is known about each target; transitions, logs and metric updates.
@@ -28,6 +29,7 @@ pub mod redact;
 pub mod report;
 pub mod scheduler;
 pub mod server;
+pub mod shard;
 pub mod sim;
 pub mod state;
 pub mod status;

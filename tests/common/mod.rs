@@ -153,6 +153,15 @@ impl Daemon {
 
     /// Starts the daemon with its files in `dir` (to restart over an existing state file).
     pub async fn start_in(dir: tempfile::TempDir, yaml: &str) -> Daemon {
+        Self::start_sharded(dir, yaml, None).await
+    }
+
+    /// Like [`Daemon::start_in`], as `run --shard` would.
+    pub async fn start_sharded(
+        dir: tempfile::TempDir,
+        yaml: &str,
+        shard: Option<calldrift::shard::Shard>,
+    ) -> Daemon {
         let (config_path, loaded) = load_config(dir.path(), yaml);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind daemon");
         let addr = listener.local_addr().expect("addr");
@@ -161,6 +170,7 @@ impl Daemon {
         let options = daemon::Options {
             loaded,
             config_path: Some(config_path.clone()),
+            shard,
         };
         let task = tokio::spawn(daemon::run(
             options,
