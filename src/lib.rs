@@ -12,6 +12,7 @@
 //! - [`report`]: the per-target report of `check` and `/api/v1/targets`.
 //! - [`scheduler`]: the poll loop: spread, skips, lag.
 //! - [`server`]: the HTTP endpoints and the landing page.
+//! - [`snapshot`]: `calldrift snapshot`: a config whose expectations are what was observed.
 //! - [`shard`]: `--shard INDEX/COUNT`: which apps one replica polls.
 //! - [`sim`]: the simulated Chat REST gateway behind `calldrift simulate`, `demo` and the tests.
 //! - [`state`]: the state file, written atomically.
@@ -31,6 +32,7 @@ pub mod scheduler;
 pub mod server;
 pub mod shard;
 pub mod sim;
+pub mod snapshot;
 pub mod state;
 pub mod status;
 pub mod tencent;
