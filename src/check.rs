@@ -8,6 +8,7 @@ use crate::config::{Config, Secrets, Target};
 use crate::drift;
 use crate::ratelimit::RateLimits;
 use crate::report::{ObservedView, Report, Status, TargetReport};
+use crate::shard::Shard;
 use crate::tencent::{Client, ClientError, ClientSettings, NoObserver, PollOutcome};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,13 @@ pub fn target_report(target: &Target, outcome: &PollOutcome) -> TargetReport {
     }
 }
 
+/// Which targets one pass covers: the named apps (all if none) of this shard (all if none).
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub apps: Vec<String>,
+    pub shard: Option<Shard>,
+}
+
 /// Polls every target of `config` once (only `apps` if not empty) and reports.
 pub async fn run(
     config: &Config,
@@ -65,30 +73,63 @@ pub async fn run(
     apps: &[String],
     clock: Arc<dyn Clock>,
 ) -> Result<Report, CheckError> {
-    if let Some(unknown) = apps
+    let selection = Selection {
+        apps: apps.to_vec(),
+        shard: None,
+    };
+    run_selected(config, secrets, &selection, clock).await
+}
+
+/// [`run`] over a [`Selection`]: with a shard, only its apps, under its part of the global
+/// rate limit.
+pub async fn run_selected(
+    config: &Config,
+    secrets: &Secrets,
+    selection: &Selection,
+    clock: Arc<dyn Clock>,
+) -> Result<Report, CheckError> {
+    // Names are checked against the whole config, so `--app` of an app that another shard
+    // polls is not mistaken for a typo.
+    if let Some(unknown) = selection
+        .apps
         .iter()
         .find(|name| !config.apps.iter().any(|a| &a.name == *name))
     {
         return Err(CheckError::UnknownApp(unknown.clone()));
     }
+    let mut config = config.clone();
+    if let Some(shard) = selection.shard {
+        shard.apply(&mut config);
+        for name in &selection.apps {
+            if !config.apps.iter().any(|a| &a.name == name) {
+                tracing::warn!(app = %name, %shard, "app is polled by another shard; skipped");
+            }
+        }
+        tracing::info!(%shard, targets = config.target_count(), "checking this shard's targets only");
+    }
     let targets: Vec<Target> = config
         .targets(secrets)
         .into_iter()
-        .filter(|t| apps.is_empty() || apps.contains(&t.key.app))
+        .filter(|t| selection.apps.is_empty() || selection.apps.contains(&t.key.app))
         .collect();
+    let client = client(&config, clock)?;
+    Ok(Report::new(
+        poll_all(&client, targets, config.poll.max_concurrency).await,
+    ))
+}
+
+/// The client of a one-off pass: the config's rate limits, timeouts and CA, no metrics.
+pub fn client(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Client>, ClientError> {
     let limits = Arc::new(RateLimits::new(
         config.rate_limit.per_second,
         config.rate_limit.per_app_per_second,
     ));
-    let client = Arc::new(Client::new(
+    Ok(Arc::new(Client::new(
         ClientSettings::from_config(config),
         limits,
         clock,
         Arc::new(NoObserver),
-    )?);
-    Ok(Report::new(
-        poll_all(&client, targets, config.poll.max_concurrency).await,
-    ))
+    )?))
 }
 
 /// Polls each target once, at most `max_concurrency` at a time, reports in target order.
@@ -97,6 +138,21 @@ pub async fn poll_all(
     targets: Vec<Target>,
     max_concurrency: usize,
 ) -> Vec<TargetReport> {
+    poll_outcomes(client, targets, max_concurrency)
+        .await
+        .iter()
+        .map(|(target, outcome)| target_report(target, outcome))
+        .collect()
+}
+
+/// Polls each target once, at most `max_concurrency` at a time, and returns every target
+/// with its raw outcome (the exact URL included, which reports redact), in target order.
+/// A poll task that panicked is left out; callers that need every target compare keys.
+pub async fn poll_outcomes(
+    client: &Arc<Client>,
+    targets: Vec<Target>,
+    max_concurrency: usize,
+) -> Vec<(Target, PollOutcome)> {
     let slots = Arc::new(tokio::sync::Semaphore::new(max_concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, target) in targets.into_iter().enumerate() {
@@ -106,15 +162,17 @@ pub async fn poll_all(
             // The semaphore is never closed, so acquiring only waits.
             let _slot = slots.acquire_owned().await.ok();
             let outcome = client.get_callback(&target).await;
-            (index, target_report(&target, &outcome))
+            (index, target, outcome)
         });
     }
-    let mut reports = Vec::new();
+    let mut done = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        if let Ok(done) = joined {
-            reports.push(done);
+        if let Ok(one) = joined {
+            done.push(one);
         }
     }
-    reports.sort_by_key(|(index, _)| *index);
-    reports.into_iter().map(|(_, report)| report).collect()
+    done.sort_by_key(|(index, _, _)| *index);
+    done.into_iter()
+        .map(|(_, target, outcome)| (target, outcome))
+        .collect()
 }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, LogFormat};
 use crate::daemon::{self, ReloadHandle};
+use crate::shard::Shard;
 use crate::sim::{Scenario, Simulator};
 use crate::tencent::usersig::{self, SecretKey};
 use crate::web;
@@ -54,6 +55,14 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
+#[derive(Debug, Args)]
+pub struct ShardArg {
+    /// Poll only this replica's part of the apps: INDEX/COUNT, INDEX 0-based (e.g. 0/3).
+    /// Each SDKAppID stays whole in one shard; the global rate limit is divided by COUNT.
+    #[arg(long, env = "CALLDRIFT_SHARD", value_name = "INDEX/COUNT")]
+    pub shard: Option<Shard>,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ReportFormat {
     Text,
@@ -66,6 +75,8 @@ pub enum Command {
     Run {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        shard: ShardArg,
     },
     /// One pass over every target, then a report. Exit 0 no drift, 2 drift, 1 errors.
     Check {
@@ -76,6 +87,24 @@ pub enum Command {
         /// Only these apps (repeatable).
         #[arg(long = "app", value_name = "NAME")]
         apps: Vec<String>,
+        #[command(flatten)]
+        shard: ShardArg,
+    },
+    /// Read every target once and write the config back with each app's expect: set to
+    /// what was observed: a baseline to review and commit, on which `check` exits 0.
+    ///
+    /// Secrets stay as written (file and environment references stay references). The
+    /// callback URLs are written verbatim, query tokens included, since `url:` must match
+    /// exactly: treat the snapshot like the config. Comments outside the replaced expect:
+    /// blocks are kept when the file can be edited in place; the header says when not.
+    /// Exit 0 written; 1 on any error, with nothing written.
+    Snapshot {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Write the snapshot here (atomically) instead of to stdout. Relative paths in the
+        /// config are taken from the config's directory, so keep it beside the config.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Parse and validate the config and resolve secrets; no network.
     Validate {
@@ -118,7 +147,19 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Parses arguments, runs the subcommand, returns its exit status.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap exits 2 on a usage error, which `check` uses for "drift found"; a script must
+    // never read a bad flag (say `--shard 3/3`) as drift, so usage errors exit 1.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -168,7 +209,7 @@ fn log_format(cli: Option<LogFormatArg>, config: LogFormat) -> LogFormat {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { config } => {
+        Command::Run { config, shard } => {
             let loaded = match config::load(&config.config) {
                 Ok(loaded) => loaded,
                 Err(e) => {
@@ -199,6 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 loaded,
                 config_path: Some(config.config),
                 resolver: None,
+                shard: shard.shard,
             };
             runtime()?.block_on(async move {
                 let listener = bind(listen).await?;
@@ -236,10 +278,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { config } => Ok(validate(&config.config)),
+        Command::Snapshot { config, output } => snapshot(
+            &config.config,
+            output.as_deref(),
+            cli.log_level.as_deref(),
+            cli.log_format,
+        ),
         Command::Check {
             config,
             format,
             apps,
+            shard,
         } => {
             let loaded = match config::load(&config.config) {
                 Ok(loaded) => loaded,
@@ -259,10 +308,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracing::warn!("{warning}");
             }
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-            let report = runtime()?.block_on(crate::check::run(
+            let selection = crate::check::Selection {
+                apps,
+                shard: shard.shard,
+            };
+            let report = runtime()?.block_on(crate::check::run_selected(
                 &loaded.config,
                 &loaded.secrets,
-                &apps,
+                &selection,
                 clock,
             ))?;
             match format {
@@ -399,6 +452,7 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
         },
         config_path: None,
         resolver: None,
+        shard: None,
     };
     let result = daemon::run(
         options,
@@ -412,6 +466,93 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     let _ = sim_task.await;
     result?;
     Ok(())
+}
+
+/// `calldrift snapshot`: reads the config text once, so the file rewritten is the one the
+/// targets were read from.
+fn snapshot(
+    path: &Path,
+    output: Option<&Path>,
+    log_level: Option<&str>,
+    format: Option<LogFormatArg>,
+) -> anyhow::Result<ExitCode> {
+    let origin = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{origin}: cannot read config: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    // As config::load does it, so the same relative paths result.
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let parsed = config::parse(&text, &origin, base_dir).and_then(|(config, mut warnings)| {
+        let (secrets, more) = config::resolve_secrets(&config, &|name| std::env::var(name).ok())?;
+        warnings.extend(more);
+        Ok((config, secrets, warnings))
+    });
+    let (config, secrets, warnings) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            for line in e.diagnostics() {
+                eprintln!("{line}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    init_logging(
+        log_level,
+        &config.log_level,
+        log_format(format, config.log_format),
+    );
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    // Relative paths in the snapshot resolve from where it is written.
+    let out_dir = match output {
+        None => base_dir.to_owned(),
+        Some(out) => {
+            let dir = match out.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            let same = |a: &Path, b: &Path| {
+                let here = Path::new(".");
+                let a = if a.as_os_str().is_empty() { here } else { a };
+                let b = if b.as_os_str().is_empty() { here } else { b };
+                matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+            };
+            if same(dir, base_dir) {
+                base_dir.to_owned()
+            } else {
+                dir.canonicalize().with_context(|| {
+                    format!("snapshot: cannot write {}: its directory", out.display())
+                })?
+            }
+        }
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let snapshot = runtime()?.block_on(crate::snapshot::take(
+        &text, &config, &secrets, &out_dir, clock,
+    ))?;
+    match output {
+        Some(out) => {
+            crate::snapshot::write(out, &snapshot)?;
+            let kept = if snapshot.comments_kept {
+                "comments kept"
+            } else {
+                "rewritten from its data: comments are gone"
+            };
+            eprintln!(
+                "{}: snapshot of {} apps ({} targets) written from {origin}; {kept}",
+                out.display(),
+                snapshot.apps.len(),
+                config.target_count()
+            );
+        }
+        None => print!("{}", snapshot.text),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn validate(path: &Path) -> ExitCode {

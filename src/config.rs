@@ -333,8 +333,12 @@ enum RawPresence {
 struct RawExpect {
     present: Option<RawPresence>,
     url_scheme: Option<String>,
-    url: Option<String>,
-    url_prefix: Option<String>,
+    /// Outer `None`: not written, inherit. `Some(None)`: written as `null`, which clears an
+    /// inherited value, so an app can drop a global `url_prefix` (and `snapshot` relies on it).
+    #[serde(deserialize_with = "written")]
+    url: Option<Option<String>>,
+    #[serde(deserialize_with = "written")]
+    url_prefix: Option<Option<String>>,
     commands: Option<Vec<String>>,
     extra_commands: Option<String>,
     ignore_commands: Option<Vec<String>>,
@@ -352,6 +356,16 @@ struct RawApp {
     secret_key: Option<String>,
     usersig_ttl: Option<String>,
     expect: Option<RawExpect>,
+}
+
+/// Tells a key written as `null` (`Some(None)`) from a key not written at all (`None`, by
+/// `#[serde(default)]`).
+fn written<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 // ---- parsing and validation ------------------------------------------------------------
@@ -818,7 +832,9 @@ fn check_expect(raw: &RawExpect, path: &str, report: &mut Report) -> Expected {
             ),
         );
     }
-    if let Some(url) = &raw.url {
+    let url = raw.url.clone().flatten();
+    let url_prefix = raw.url_prefix.clone().flatten();
+    if let Some(url) = &url {
         match url::Url::parse(url) {
             Ok(parsed) if parsed.scheme() != url_scheme => report.error(
                 &field("url"),
@@ -832,7 +848,7 @@ fn check_expect(raw: &RawExpect, path: &str, report: &mut Report) -> Expected {
             Err(e) => report.error(&field("url"), format!("{}: not a URL ({e})", field("url"))),
         }
     }
-    if let Some(prefix) = &raw.url_prefix {
+    if let Some(prefix) = &url_prefix {
         if !prefix
             .to_ascii_lowercase()
             .starts_with(&format!("{url_scheme}://"))
@@ -845,7 +861,7 @@ fn check_expect(raw: &RawExpect, path: &str, report: &mut Report) -> Expected {
                 ),
             );
         }
-        if let Some(url) = &raw.url {
+        if let Some(url) = &url {
             if !url.starts_with(prefix.as_str()) {
                 report.error(
                     &field("url"),
@@ -904,8 +920,8 @@ fn check_expect(raw: &RawExpect, path: &str, report: &mut Report) -> Expected {
     Expected {
         present,
         url_scheme,
-        url: raw.url.clone(),
-        url_prefix: raw.url_prefix.clone(),
+        url,
+        url_prefix,
         commands,
         extra_commands,
         ignore_commands,
@@ -1184,6 +1200,19 @@ mod tests {
         assert_eq!(e.extra_commands, ExtraCommands::Allow);
         assert_eq!(e.commands, vec!["Call.CallbackAfterEndCall".to_owned()]);
         assert_eq!(e.present, Presence::Required);
+    }
+
+    #[test]
+    fn an_app_clears_an_inherited_url_or_prefix_with_null() {
+        let text = format!(
+            "expect:\n  url_prefix: https://hooks.example.com/\n  url: https://hooks.example.com/cb\n{APP}    expect:\n      url_scheme: http\n      url: null\n      url_prefix: null\n  - name: b\n    sdkappid: 2\n    regions: [china]\n    secret_key_env: K\n    expect:\n      commands: []\n"
+        );
+        let (config, _) = parse_text(&text).expect("valid");
+        let (a, b) = (&config.apps[0].expect, &config.apps[1].expect);
+        assert_eq!((a.url.as_deref(), a.url_prefix.as_deref()), (None, None));
+        // Not written at all: inherited.
+        assert_eq!(b.url.as_deref(), Some("https://hooks.example.com/cb"));
+        assert_eq!(b.url_prefix.as_deref(), Some("https://hooks.example.com/"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
 use crate::scheduler::{self, Plan};
 use crate::server::{self, AppState, ReloadReply};
+use crate::shard::Shard;
 use crate::state::{self, SavedTarget};
 use crate::status::Status;
 use crate::tencent::{Client, ClientError, ClientSettings, Resolver};
@@ -78,6 +79,8 @@ pub struct Options {
     pub config_path: Option<PathBuf>,
     /// A DNS resolver instead of the system's (tests, embedding).
     pub resolver: Option<Resolver>,
+    /// Poll only this shard's apps, at its part of the global rate; reloads keep it.
+    pub shard: Option<Shard>,
 }
 
 /// Runs the daemon until `shutdown` is cancelled; then stops scheduling, lets in-flight
@@ -93,8 +96,12 @@ pub async fn run(
         loaded,
         config_path,
         resolver,
+        shard,
     } = options;
-    let config = loaded.config;
+    let mut config = loaded.config;
+    if let Some(shard) = shard {
+        shard.apply(&mut config);
+    }
     // First, so a bad web config stops the start before anything runs.
     let (web_config, web_warnings) = web::load_optional(config.web_config_file.as_deref())?;
     for warning in &web_warnings {
@@ -136,6 +143,8 @@ pub async fn run(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         targets = config.target_count(),
         interval = %humantime::format_duration(config.poll.interval),
+        shard = %shard.map_or_else(|| "none".to_owned(), |s| s.to_string()),
+        rate_limit_per_second = config.rate_limit.per_second,
         "calldrift started"
     );
 
@@ -174,6 +183,7 @@ pub async fn run(
         config,
         client,
         resolver,
+        shard,
     };
     let mut inbox = inbox;
     loop {
@@ -213,13 +223,16 @@ pub async fn run(
 }
 
 struct Current {
+    /// Already narrowed to `shard`.
     config: Config,
     client: Arc<Client>,
     resolver: Option<Resolver>,
+    shard: Option<Shard>,
 }
 
 /// Reads the config (and its web config) again; only a fully valid pair replaces the
-/// running one.
+/// running one. The shard is applied again, so a reload never widens a replica to every
+/// target.
 fn reload(
     path: &std::path::Path,
     current: &mut Current,
@@ -231,6 +244,12 @@ fn reload(
     let (status, metrics) = (&app.status, &app.metrics);
     let attempt = config::load(path)
         .map_err(|e| e.diagnostics())
+        .map(|mut loaded| {
+            if let Some(shard) = current.shard {
+                shard.apply(&mut loaded.config);
+            }
+            loaded
+        })
         .and_then(|loaded| {
             let web = web::load_optional(loaded.config.web_config_file.as_deref())
                 .map_err(|e| e.diagnostics())?;

@@ -12,6 +12,8 @@
 //! - [`report`]: the per-target report of `check` and `/api/v1/targets`.
 //! - [`scheduler`]: the poll loop: spread, skips, lag.
 //! - [`server`]: the HTTP endpoints and the landing page.
+//! - [`snapshot`]: `calldrift snapshot`: a config whose expectations are what was observed.
+//! - [`shard`]: `--shard INDEX/COUNT`: which apps one replica polls.
 //! - [`sim`]: the simulated Chat REST gateway behind `calldrift simulate`, `demo` and the tests.
 //! - [`state`]: the state file, written atomically.
 //! - [`status`]: what is known about each target; transitions, logs and metric updates.
@@ -31,7 +33,9 @@ pub mod redact;
 pub mod report;
 pub mod scheduler;
 pub mod server;
+pub mod shard;
 pub mod sim;
+pub mod snapshot;
 pub mod state;
 pub mod status;
 pub mod tencent;

@@ -388,6 +388,7 @@ async fn start_error(web_yaml: Option<&str>, with_cert: bool) -> String {
         loaded,
         config_path: None,
         resolver: None,
+        shard: None,
     };
     let result = tokio::time::timeout(
         Duration::from_secs(5),

@@ -134,6 +134,14 @@ pub fn app_yaml(name: &str, sdkappid: u64, extra: &str) -> String {
     )
 }
 
+/// Like [`app_yaml`], with the key named by `secret_key_env: KEY_{sdkappid}` (see
+/// [`test_env`]); for tests of how environment references are kept.
+pub fn app_yaml_env(name: &str, sdkappid: u64, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    sdkappid: {sdkappid}\n    regions: [sim]\n    secret_key_env: KEY_{sdkappid}\n{extra}"
+    )
+}
+
 /// A config for `apps` against `sim`, with `settings` (top-level YAML) prepended.
 pub fn config_yaml(sim: &Sim, settings: &str, apps: &[String]) -> String {
     format!(
@@ -178,7 +186,7 @@ impl Daemon {
 
     /// Starts the daemon with its files in `dir` (to restart over an existing state file).
     pub async fn start_in(dir: tempfile::TempDir, yaml: &str) -> Daemon {
-        Self::start_with(dir, yaml, None).await
+        Self::start_full(dir, yaml, None, None).await
     }
 
     /// Starts the daemon with its own DNS resolver, so no lookup leaves the machine.
@@ -186,6 +194,24 @@ impl Daemon {
         dir: tempfile::TempDir,
         yaml: &str,
         resolver: Option<Resolver>,
+    ) -> Daemon {
+        Self::start_full(dir, yaml, resolver, None).await
+    }
+
+    /// Like [`Daemon::start_in`], as `run --shard` would.
+    pub async fn start_sharded(
+        dir: tempfile::TempDir,
+        yaml: &str,
+        shard: Option<calldrift::shard::Shard>,
+    ) -> Daemon {
+        Self::start_full(dir, yaml, None, shard).await
+    }
+
+    async fn start_full(
+        dir: tempfile::TempDir,
+        yaml: &str,
+        resolver: Option<Resolver>,
+        shard: Option<calldrift::shard::Shard>,
     ) -> Daemon {
         let (config_path, loaded) = load_config(dir.path(), yaml);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind daemon");
@@ -196,6 +222,7 @@ impl Daemon {
             loaded,
             config_path: Some(config_path.clone()),
             resolver,
+            shard,
         };
         let task = tokio::spawn(daemon::run(
             options,
