@@ -1,10 +1,16 @@
-//! The one gate every gateway call passes: a global limit and a per-SDKAppID limit, both
-//! without bursts, so no 1-second window ever holds more calls than configured.
+//! The one gate every gateway call passes: a global limit and a per-SDKAppID limit.
+//!
+//! Two mechanisms work together. Pacing (governor, one cell every 1/limit, a bucket of a
+//! few cells) spreads calls evenly and lets a call whose wake-up came a little late be
+//! followed at once, so timer jitter does not cost throughput. A sliding window (the send
+//! times of the last `limit` calls) is the hard cap: a call waits until the call `limit`
+//! places before it is more than [`WINDOW`] old, so no 1-second window ever holds more
+//! calls than the limit. The pacing bucket starts empty, so there is no burst at start-up.
 //!
 //! **Invariant:** a call is sent right after it passes [`RateLimits::acquire`]; nothing
 //! reaches the gateway any other way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,44 +20,106 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-/// Cells are spaced this much wider than 1/limit, so scheduling jitter between the
-/// limiter and the socket cannot squeeze limit + 1 calls into one second. Costs 0.4 %.
-const SPACING_MARGIN: f64 = 1.004;
+/// The hard cap's window: one second plus a margin for the jitter between passing the
+/// limiter here and the request's arrival at the gateway.
+pub const WINDOW: Duration = Duration::from_millis(1010);
 
 type Direct = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 type Keyed = RateLimiter<u64, DefaultKeyedStateStore<u64>, DefaultClock>;
 
-/// A burst-free quota: one cell every `1/per_second` (plus the margin), never more.
-fn burst_free(per_second: u32) -> Quota {
-    let period = Duration::from_secs_f64(SPACING_MARGIN / f64::from(per_second.max(1)));
+/// Cells the pacing bucket holds: enough to absorb wake-up jitter (a 40th of a second of
+/// calls), far too few to matter against the hard cap.
+fn bucket(per_second: u32) -> NonZeroU32 {
+    NonZeroU32::new((per_second / 40).max(1)).unwrap_or(NonZeroU32::MIN)
+}
+
+fn pacing(per_second: u32) -> Quota {
+    let period = Duration::from_secs_f64(1.0 / f64::from(per_second.max(1)));
     Quota::with_period(period)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(NonZeroU32::MIN)
+        .allow_burst(bucket(per_second))
+}
+
+/// The send times of the last `limit` calls.
+#[derive(Debug)]
+struct Window {
+    limit: usize,
+    sent: VecDeque<Instant>,
+}
+
+impl Window {
+    fn new(limit: u32) -> Self {
+        Self {
+            limit: limit.max(1) as usize,
+            sent: VecDeque::new(),
+        }
+    }
+
+    /// How long until one more call fits, or `None` if it fits now.
+    fn wait(&self, now: Instant) -> Option<Duration> {
+        if self.sent.len() < self.limit {
+            return None;
+        }
+        let free_at = *self.sent.front()? + WINDOW;
+        (free_at > now).then(|| free_at - now)
+    }
+
+    fn record(&mut self, now: Instant) {
+        self.sent.push_back(now);
+        while self.sent.len() > self.limit {
+            self.sent.pop_front();
+        }
+    }
+
+    fn idle(&self, now: Instant) -> bool {
+        self.sent
+            .back()
+            .is_none_or(|last| now.duration_since(*last) > WINDOW)
+    }
+}
+
+#[derive(Debug)]
+struct PerApp {
+    pacing: Keyed,
+    windows: HashMap<u64, Window>,
+    limit: u32,
 }
 
 #[derive(Debug)]
 pub struct RateLimits {
-    global: Direct,
-    /// `None` when the per-app limit is not below the global one: the global limit then
-    /// bounds every app too, and a second limiter would only add jitter-induced waits.
-    per_app: Option<Keyed>,
+    pacing: Direct,
     per_second: u32,
-    /// Serialises the final wait on the global limiter, so the per-app cell taken just
-    /// before it is at most one global period older than the send.
-    gate: tokio::sync::Mutex<()>,
+    /// Serialises the final waits, so calls pass in order and the windows see every call.
+    gate: tokio::sync::Mutex<Windows>,
     /// Apps the gateway told to slow down (60011 and friends): no call before the instant.
     cooldown: Mutex<HashMap<u64, Instant>>,
 }
 
+#[derive(Debug)]
+struct Windows {
+    global: Window,
+    /// `None` when the per-app limit is not below the global one: the global cap then
+    /// bounds every app too.
+    per_app: Option<PerApp>,
+}
+
 impl RateLimits {
     pub fn new(per_second: u32, per_app_per_second: u32) -> Self {
-        let per_app = (per_app_per_second < per_second)
-            .then(|| RateLimiter::keyed(burst_free(per_app_per_second)));
+        let pacing = RateLimiter::direct(pacing(per_second));
+        // Start with an empty bucket: no burst at start-up.
+        let _ = pacing.check_n(bucket(per_second));
+        let per_app = (per_app_per_second < per_second).then(|| PerApp {
+            pacing: RateLimiter::keyed(pacing_quota_without_burst(per_app_per_second)),
+            windows: HashMap::new(),
+            limit: per_app_per_second,
+        });
         Self {
-            global: RateLimiter::direct(burst_free(per_second)),
-            per_app,
+            pacing,
             per_second,
-            gate: tokio::sync::Mutex::new(()),
+            gate: tokio::sync::Mutex::new(Windows {
+                global: Window::new(per_second),
+                per_app,
+            }),
             cooldown: Mutex::new(HashMap::new()),
         }
     }
@@ -78,16 +146,44 @@ impl RateLimits {
                     continue;
                 }
             }
-            let gate = self.gate.lock().await;
-            if let Some(per_app) = &self.per_app {
-                if let Err(not_until) = per_app.check_key(&sdkappid) {
-                    drop(gate);
-                    tokio::time::sleep(not_until.wait_time_from(DefaultClock::default().now()))
-                        .await;
+            let mut windows = self.gate.lock().await;
+            if let Some(per_app) = &mut windows.per_app {
+                let app_wait = per_app
+                    .windows
+                    .get(&sdkappid)
+                    .and_then(|w| w.wait(Instant::now()));
+                let not_before = match app_wait {
+                    Some(wait) => Some(wait),
+                    None => per_app
+                        .pacing
+                        .check_key(&sdkappid)
+                        .err()
+                        .map(|n| n.wait_time_from(DefaultClock::default().now())),
+                };
+                if let Some(wait) = not_before {
+                    drop(windows);
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
             }
-            self.global.until_ready().await;
+            self.pacing.until_ready().await;
+            while let Some(wait) = windows.global.wait(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+            let now = Instant::now();
+            windows.global.record(now);
+            if let Some(per_app) = &mut windows.per_app {
+                let limit = per_app.limit;
+                per_app
+                    .windows
+                    .entry(sdkappid)
+                    .or_insert_with(|| Window::new(limit))
+                    .record(now);
+                // Apps quiet for a whole window need no memory of their calls.
+                if per_app.windows.len() > 1024 {
+                    per_app.windows.retain(|_, w| !w.idle(now));
+                }
+            }
             return started.elapsed();
         }
     }
@@ -102,6 +198,14 @@ impl RateLimits {
         let now = Instant::now();
         cooldown.retain(|_, until| *until > now);
     }
+}
+
+/// Per-app pacing has no bucket: each app's calls are few, and its window is the cap.
+fn pacing_quota_without_burst(per_second: u32) -> Quota {
+    let period = Duration::from_secs_f64(1.0 / f64::from(per_second.max(1)));
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::MIN)
 }
 
 #[cfg(test)]
@@ -149,6 +253,40 @@ mod tests {
             took >= Duration::from_millis(1450) && took < Duration::from_millis(1700),
             "{took:?}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sustained_demand_reaches_the_limit_and_never_exceeds_it() {
+        let limits = std::sync::Arc::new(RateLimits::new(100, 100));
+        let until = Instant::now() + Duration::from_millis(2500);
+        let mut tasks = Vec::new();
+        for i in 0..20u64 {
+            let limits = limits.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut times = Vec::new();
+                while Instant::now() < until {
+                    limits.acquire(i).await;
+                    times.push(Instant::now());
+                }
+                times
+            }));
+        }
+        let mut times = Vec::new();
+        for t in tasks {
+            times.extend(t.await.expect("task"));
+        }
+        times.sort();
+        assert!(
+            max_in_any_second(&times) <= 100,
+            "{}",
+            max_in_any_second(&times)
+        );
+        // Over the steady last two seconds, at least 98 % of the limit.
+        let steady = times
+            .iter()
+            .filter(|t| **t + Duration::from_secs(2) >= until && **t < until)
+            .count();
+        assert!(steady >= 196, "{steady} calls in 2 s at 100/s");
     }
 
     #[tokio::test]
