@@ -1,15 +1,22 @@
-//! Every metric of SPEC "Metrics", registered in one registry with the process metrics.
+//! Every metric of SPEC "Metrics".
+//!
+//! Process-wide metrics (API requests, latency, rate-limit waits, lag, reloads, build
+//! info, process metrics) live in a `prometheus` registry. Per-target series are not kept
+//! as `prometheus` series: with 10,000 targets that would be some 300,000 label sets in
+//! memory. Each target instead holds one [`TargetSample`] of plain numbers, and
+//! [`write_target_families`] renders the text exposition from those at scrape time.
 //!
 //! **Invariant:** labels carry only bounded values: app, SDKAppID, region, check kind,
-//! command word (capped per target) and failure reason. Never a URL, key or error text.
+//! command word (escaped, capped per target) and failure reason. Never a URL, key or
+//! error text.
 
-use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::config::TargetKey;
@@ -20,31 +27,18 @@ use crate::tencent::RequestObserver;
 /// per target, so a misbehaving gateway cannot blow up cardinality.
 pub const MAX_OBSERVED_COMMAND_SERIES: usize = 16;
 
-const TARGET_LABELS: [&str; 3] = ["app", "sdkappid", "region"];
 const FROM_POLLING: &str = "(from calldrift's own polling schedule, not from the scrape)";
 
-/// The registry and every metric family.
+/// The process-wide metrics.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
     pub targets: IntGauge,
-    pub up: GaugeVec,
-    pub drift: GaugeVec,
-    pub config_present: GaugeVec,
-    pub url_https: GaugeVec,
-    pub command_enabled: GaugeVec,
-    pub fingerprint: GaugeVec,
-    pub changes: IntCounterVec,
-    pub last_change: GaugeVec,
-    pub last_poll: GaugeVec,
-    pub last_success: GaugeVec,
-    pub api_error_code: GaugeVec,
     pub api_requests: IntCounterVec,
     pub api_failures: IntCounterVec,
     pub api_duration: HistogramVec,
     pub rate_limit_wait: prometheus::Counter,
     pub schedule_lag: Gauge,
-    pub polls_skipped: IntCounterVec,
     pub reload_successful: IntGauge,
     pub reload_success_time: Gauge,
 }
@@ -53,13 +47,6 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -
     // Names are fixed and unique here, so registration cannot collide.
     let _ = registry.register(Box::new(collector.clone()));
     collector
-}
-
-fn target_gauge(registry: &Registry, name: &str, help: &str, extra: &[&str]) -> GaugeVec {
-    let labels: Vec<&str> = TARGET_LABELS.iter().chain(extra).copied().collect();
-    let vec = GaugeVec::new(Opts::new(name, format!("{help} {FROM_POLLING}")), &labels)
-        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
-    register(registry, vec)
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -104,74 +91,6 @@ impl Metrics {
 
         Metrics {
             targets: int_gauge("calldrift_targets", "Configured (app, region) targets."),
-            up: target_gauge(
-                &registry,
-                "calldrift_up",
-                "1 if the last poll of the target got an authoritative answer (ErrorCode 0 or 100301), else 0",
-                &[],
-            ),
-            drift: target_gauge(
-                &registry,
-                "calldrift_drift",
-                "1 while the finding kind named by `check` is present in the last authoritative answer",
-                &["check"],
-            ),
-            config_present: target_gauge(
-                &registry,
-                "calldrift_callback_config_present",
-                "1 if a callback configuration exists, 0 if absent, per the last authoritative answer",
-                &[],
-            ),
-            url_https: target_gauge(
-                &registry,
-                "calldrift_callback_url_https",
-                "1 if the observed callback URL is https",
-                &[],
-            ),
-            command_enabled: target_gauge(
-                &registry,
-                "calldrift_callback_command_enabled",
-                "1 if the command word is enabled in the callback configuration, 0 if not",
-                &["command"],
-            ),
-            fingerprint: target_gauge(
-                &registry,
-                "calldrift_callback_config_fingerprint",
-                "Stable 48-bit hash of (present, url, sorted commands); use changes() on it",
-                &[],
-            ),
-            changes: counter_vec(
-                &registry,
-                "calldrift_callback_config_changes_total",
-                &format!(
-                    "Observed changes of the callback configuration, kept across restarts in the state file {FROM_POLLING}."
-                ),
-                &TARGET_LABELS,
-            ),
-            last_change: target_gauge(
-                &registry,
-                "calldrift_callback_config_last_change_timestamp_seconds",
-                "Unix time of the last observed change; 0 if none seen",
-                &[],
-            ),
-            last_poll: target_gauge(
-                &registry,
-                "calldrift_last_poll_timestamp_seconds",
-                "Unix time of the last completed poll",
-                &[],
-            ),
-            last_success: target_gauge(
-                &registry,
-                "calldrift_last_success_timestamp_seconds",
-                "Unix time of the last authoritative answer",
-                &[],
-            ),
-            api_error_code: target_gauge(
-                &registry,
-                "calldrift_api_error_code",
-                "ErrorCode of the last answer: 0 ok, 100301 absent, -1 no decodable answer",
-                &[],
-            ),
             api_requests: counter_vec(
                 &registry,
                 "calldrift_api_requests_total",
@@ -208,12 +127,6 @@ impl Metrics {
                 "calldrift_schedule_lag_seconds",
                 "How far the poll loop runs behind its schedule; 0 when on time.",
             ),
-            polls_skipped: counter_vec(
-                &registry,
-                "calldrift_polls_skipped_total",
-                "Ticks skipped because the previous poll of the target was still running.",
-                &TARGET_LABELS,
-            ),
             reload_successful: int_gauge(
                 "calldrift_config_last_reload_successful",
                 "1 if the last config load or reload succeeded, else 0.",
@@ -226,132 +139,228 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> Vec<u8> {
+    /// The Prometheus text exposition: the registry's metrics, then whatever
+    /// `write_targets` appends (the per-target families).
+    pub fn render(&self, write_targets: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 * 1024);
         // Encoding into a Vec fails only on metric families the registry would not hold.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        write_targets(&mut out);
         out
     }
-
-    /// Creates every series of a newly configured target, at 0.
-    pub fn add_target(&self, key: &TargetKey, commands: &BTreeSet<String>) {
-        let labels = target_labels(key);
-        let l = labels_ref(&labels);
-        for vec in self.target_gauges() {
-            vec.with_label_values(&l).set(0.0);
-        }
-        for check in Check::ALL {
-            self.drift
-                .with_label_values(&with(&l, check.as_str()))
-                .set(0.0);
-        }
-        for command in commands {
-            self.command_enabled
-                .with_label_values(&with(&l, command))
-                .set(0.0);
-        }
-        self.changes.with_label_values(&l).inc_by(0);
-        self.polls_skipped.with_label_values(&l).inc_by(0);
-    }
-
-    /// Removes every series of a target that a reload dropped.
-    pub fn remove_target(&self, key: &TargetKey, commands: &BTreeSet<String>) {
-        let labels = target_labels(key);
-        let l = labels_ref(&labels);
-        for vec in self.target_gauges() {
-            let _ = vec.remove_label_values(&l);
-        }
-        for check in Check::ALL {
-            let _ = self.drift.remove_label_values(&with(&l, check.as_str()));
-        }
-        for command in commands {
-            let _ = self.command_enabled.remove_label_values(&with(&l, command));
-        }
-        let _ = self.changes.remove_label_values(&l);
-        let _ = self.polls_skipped.remove_label_values(&l);
-    }
-
-    fn target_gauges(&self) -> [&GaugeVec; 8] {
-        [
-            &self.up,
-            &self.config_present,
-            &self.url_https,
-            &self.fingerprint,
-            &self.last_change,
-            &self.last_poll,
-            &self.last_success,
-            &self.api_error_code,
-        ]
-    }
-
-    /// The series handles of one target, looked up once so polls need no label hashing.
-    pub fn target(&self, key: &TargetKey) -> TargetMetrics {
-        let labels = target_labels(key);
-        let l = labels_ref(&labels);
-        TargetMetrics {
-            up: self.up.with_label_values(&l),
-            config_present: self.config_present.with_label_values(&l),
-            url_https: self.url_https.with_label_values(&l),
-            fingerprint: self.fingerprint.with_label_values(&l),
-            last_change: self.last_change.with_label_values(&l),
-            last_poll: self.last_poll.with_label_values(&l),
-            last_success: self.last_success.with_label_values(&l),
-            api_error_code: self.api_error_code.with_label_values(&l),
-            changes: self.changes.with_label_values(&l),
-            polls_skipped: self.polls_skipped.with_label_values(&l),
-            drift: Check::ALL.map(|check| self.drift.with_label_values(&with(&l, check.as_str()))),
-        }
-    }
-
-    /// Sets `command_enabled` for one command word of a target.
-    pub fn set_command(&self, key: &TargetKey, command: &str, enabled: bool) {
-        let labels = target_labels(key);
-        let l = labels_ref(&labels);
-        self.command_enabled
-            .with_label_values(&with(&l, command))
-            .set(if enabled { 1.0 } else { 0.0 });
-    }
-
-    /// Drops the `command_enabled` series of a command word no longer observed.
-    pub fn remove_command(&self, key: &TargetKey, command: &str) {
-        let labels = target_labels(key);
-        let l = labels_ref(&labels);
-        let _ = self.command_enabled.remove_label_values(&with(&l, command));
-    }
 }
 
-fn target_labels(key: &TargetKey) -> [String; 3] {
-    [
-        key.app.clone(),
-        key.sdkappid.to_string(),
-        key.region.clone(),
-    ]
-}
-
-fn labels_ref(labels: &[String; 3]) -> [&str; 3] {
-    [labels[0].as_str(), labels[1].as_str(), labels[2].as_str()]
-}
-
-fn with<'a>(labels: &[&'a str; 3], extra: &'a str) -> [&'a str; 4] {
-    [labels[0], labels[1], labels[2], extra]
-}
-
-/// One target's series.
-#[derive(Debug, Clone)]
-pub struct TargetMetrics {
-    pub up: Gauge,
-    pub config_present: Gauge,
-    pub url_https: Gauge,
-    pub fingerprint: Gauge,
-    pub last_change: Gauge,
-    pub last_poll: Gauge,
-    pub last_success: Gauge,
-    pub api_error_code: Gauge,
-    pub changes: IntCounter,
-    pub polls_skipped: IntCounter,
+/// Everything one target exports, as plain numbers; labels are rendered once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSample {
+    /// `app="…",region="…",sdkappid="…"`, escaped.
+    labels: String,
+    pub up: bool,
+    pub present: bool,
+    pub url_https: bool,
+    pub fingerprint: u64,
+    pub changes: u64,
+    pub last_change: f64,
+    pub last_poll: f64,
+    pub last_success: f64,
+    pub error_code: i64,
+    pub polls_skipped: u64,
     /// In the order of [`Check::ALL`].
-    pub drift: [Gauge; 6],
+    pub drift: [bool; 6],
+    /// Escaped command label values and whether each is enabled, sorted.
+    commands: Vec<(String, bool)>,
+}
+
+impl TargetSample {
+    /// A target's series, all at 0, for the given command words.
+    pub fn new<'a>(key: &TargetKey, commands: impl IntoIterator<Item = &'a str>) -> Self {
+        let labels = format!(
+            "app=\"{}\",region=\"{}\",sdkappid=\"{}\"",
+            escape_label(&key.app),
+            escape_label(&key.region),
+            key.sdkappid
+        );
+        let mut sample = TargetSample {
+            labels,
+            up: false,
+            present: false,
+            url_https: false,
+            fingerprint: 0,
+            changes: 0,
+            last_change: 0.0,
+            last_poll: 0.0,
+            last_success: 0.0,
+            error_code: 0,
+            polls_skipped: 0,
+            drift: [false; 6],
+            commands: Vec::new(),
+        };
+        sample.set_commands(commands.into_iter().map(|c| (c, false)));
+        sample
+    }
+
+    /// Replaces the `command_enabled` series; at most [`MAX_OBSERVED_COMMAND_SERIES`] beyond
+    /// the words the caller lists first is the caller's business (see `status`).
+    pub fn set_commands<'a>(&mut self, commands: impl IntoIterator<Item = (&'a str, bool)>) {
+        let mut rendered: Vec<(String, bool)> = commands
+            .into_iter()
+            .map(|(c, on)| (escape_label(c), on))
+            .collect();
+        rendered.sort();
+        rendered.dedup_by(|a, b| a.0 == b.0);
+        self.commands = rendered;
+    }
+
+    /// The command words that have a series now (escaped).
+    pub fn command_labels(&self) -> impl Iterator<Item = &str> {
+        self.commands.iter().map(|(c, _)| c.as_str())
+    }
+}
+
+/// Escapes a label value for the text exposition format.
+fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn flag(on: bool) -> u8 {
+    u8::from(on)
+}
+
+/// One family: HELP, TYPE and a line per target from `line`.
+fn family<'a, I>(
+    out: &mut Vec<u8>,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: I,
+    mut line: impl FnMut(&mut Vec<u8>, &'a TargetSample),
+) where
+    I: Iterator<Item = &'a TargetSample>,
+{
+    let _ = writeln!(out, "# HELP {name} {help} {FROM_POLLING}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for sample in samples {
+        line(out, sample);
+    }
+}
+
+/// Appends every per-target family for `samples` in the text exposition format.
+pub fn write_target_families<'a, I>(out: &mut Vec<u8>, samples: I)
+where
+    I: Iterator<Item = &'a TargetSample> + Clone,
+{
+    type Field = fn(&TargetSample) -> f64;
+    let simple: [(&str, &str, &str, Field); 10] = [
+        (
+            "calldrift_up",
+            "gauge",
+            "1 if the last poll of the target got an authoritative answer (ErrorCode 0 or 100301), else 0.",
+            |s| f64::from(flag(s.up)),
+        ),
+        (
+            "calldrift_callback_config_present",
+            "gauge",
+            "1 if a callback configuration exists, 0 if absent, per the last authoritative answer.",
+            |s| f64::from(flag(s.present)),
+        ),
+        (
+            "calldrift_callback_url_https",
+            "gauge",
+            "1 if the observed callback URL is https.",
+            |s| f64::from(flag(s.url_https)),
+        ),
+        (
+            "calldrift_callback_config_fingerprint",
+            "gauge",
+            "Stable 48-bit hash of (present, url, sorted commands); use changes() on it.",
+            |s| s.fingerprint as f64,
+        ),
+        (
+            "calldrift_callback_config_changes_total",
+            "counter",
+            "Observed changes of the callback configuration, kept across restarts in the state file.",
+            |s| s.changes as f64,
+        ),
+        (
+            "calldrift_callback_config_last_change_timestamp_seconds",
+            "gauge",
+            "Unix time of the last observed change; 0 if none seen.",
+            |s| s.last_change,
+        ),
+        (
+            "calldrift_last_poll_timestamp_seconds",
+            "gauge",
+            "Unix time of the last completed poll.",
+            |s| s.last_poll,
+        ),
+        (
+            "calldrift_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the last authoritative answer.",
+            |s| s.last_success,
+        ),
+        (
+            "calldrift_api_error_code",
+            "gauge",
+            "ErrorCode of the last answer: 0 ok, 100301 absent, -1 no decodable answer.",
+            |s| s.error_code as f64,
+        ),
+        (
+            "calldrift_polls_skipped_total",
+            "counter",
+            "Ticks skipped because the previous poll of the target was still running.",
+            |s| s.polls_skipped as f64,
+        ),
+    ];
+    for (name, kind, help, value) in simple {
+        family(out, name, kind, help, samples.clone(), |out, s| {
+            let _ = writeln!(out, "{name}{{{}}} {}", s.labels, value(s));
+        });
+    }
+    family(
+        out,
+        "calldrift_drift",
+        "gauge",
+        "1 while the finding kind named by `check` is present in the last authoritative answer.",
+        samples.clone(),
+        |out, s| {
+            for (check, on) in Check::ALL.iter().zip(s.drift) {
+                let _ = writeln!(
+                    out,
+                    "calldrift_drift{{{},check=\"{}\"}} {}",
+                    s.labels,
+                    check.as_str(),
+                    flag(on)
+                );
+            }
+        },
+    );
+    family(
+        out,
+        "calldrift_callback_command_enabled",
+        "gauge",
+        "1 if the command word is enabled in the callback configuration, 0 if not.",
+        samples,
+        |out, s| {
+            for (command, on) in &s.commands {
+                let _ = writeln!(
+                    out,
+                    "calldrift_callback_command_enabled{{{},command=\"{command}\"}} {}",
+                    s.labels,
+                    flag(*on)
+                );
+            }
+        },
+    );
 }
 
 impl RequestObserver for Metrics {
@@ -383,24 +392,52 @@ mod tests {
     }
 
     #[test]
-    fn target_series_exist_at_zero_and_disappear_on_removal() {
+    fn target_families_render_every_series_with_help_and_type() {
         let m = Metrics::new("0.1.0", "abc");
-        let commands: BTreeSet<String> = ["Call.CallbackAfterEndCall".to_owned()].into();
-        m.add_target(&key(), &commands);
-        let text = String::from_utf8(m.render()).expect("utf8");
+        let mut sample = TargetSample::new(&key(), ["Call.CallbackAfterEndCall"]);
+        sample.up = true;
+        sample.fingerprint = (1 << 48) - 1;
+        sample.last_poll = 1_700_000_000.25;
+        sample.drift[Check::ALL
+            .iter()
+            .position(|c| *c == Check::UrlScheme)
+            .unwrap_or(0)] = true;
+        sample.set_commands([("Call.CallbackAfterEndCall", true), ("odd\"word\\", false)]);
+        let text =
+            String::from_utf8(m.render(|out| write_target_families(out, [&sample].into_iter())))
+                .expect("utf8");
+        let labels = "app=\"a\",region=\"china\",sdkappid=\"1400000001\"";
         for line in [
-            "calldrift_build_info{revision=\"abc\",version=\"0.1.0\"} 1",
-            "calldrift_up{app=\"a\",region=\"china\",sdkappid=\"1400000001\"} 0",
-            "calldrift_drift{app=\"a\",check=\"config_missing\",region=\"china\",sdkappid=\"1400000001\"} 0",
-            "calldrift_drift{app=\"a\",check=\"command_unexpected\",region=\"china\",sdkappid=\"1400000001\"} 0",
-            "calldrift_callback_command_enabled{app=\"a\",command=\"Call.CallbackAfterEndCall\",region=\"china\",sdkappid=\"1400000001\"} 0",
-            "calldrift_callback_config_changes_total{app=\"a\",region=\"china\",sdkappid=\"1400000001\"} 0",
-            "calldrift_polls_skipped_total{app=\"a\",region=\"china\",sdkappid=\"1400000001\"} 0",
+            "calldrift_build_info{revision=\"abc\",version=\"0.1.0\"} 1".to_owned(),
+            "# TYPE calldrift_up gauge".to_owned(),
+            format!("calldrift_up{{{labels}}} 1"),
+            format!("calldrift_callback_config_fingerprint{{{labels}}} 281474976710655"),
+            format!("calldrift_last_poll_timestamp_seconds{{{labels}}} 1700000000.25"),
+            format!("calldrift_drift{{{labels},check=\"url_scheme\"}} 1"),
+            format!("calldrift_drift{{{labels},check=\"config_missing\"}} 0"),
+            format!(
+                "calldrift_callback_command_enabled{{{labels},command=\"Call.CallbackAfterEndCall\"}} 1"
+            ),
+            format!("calldrift_callback_command_enabled{{{labels},command=\"odd\\\"word\\\\\"}} 0"),
+            "# TYPE calldrift_callback_config_changes_total counter".to_owned(),
+            format!("calldrift_callback_config_changes_total{{{labels}}} 0"),
+            format!("calldrift_polls_skipped_total{{{labels}}} 0"),
         ] {
-            assert!(text.contains(line), "missing {line}\n{text}");
+            assert!(text.contains(&line), "missing {line}\n{text}");
         }
-        m.remove_target(&key(), &commands);
-        let text = String::from_utf8(m.render()).expect("utf8");
-        assert!(!text.contains("app=\"a\""), "{text}");
+        assert!(
+            text.contains("not from the scrape"),
+            "HELP says where values come from"
+        );
+    }
+
+    #[test]
+    fn no_targets_still_renders_valid_families() {
+        let m = Metrics::new("0.1.0", "abc");
+        let text =
+            String::from_utf8(m.render(|out| write_target_families(out, std::iter::empty())))
+                .expect("utf8");
+        assert!(text.contains("# TYPE calldrift_up gauge"));
+        assert!(!text.contains("calldrift_up{"));
     }
 }

@@ -178,7 +178,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes
         ("/metrics", true) => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            state.metrics.render(),
+            state.status.render_metrics(),
         ),
         ("/", true) => respond(
             StatusCode::OK,

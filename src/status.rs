@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::clock::Clock;
 use crate::config::{Target, TargetKey};
 use crate::drift::{self, Check, Finding, Observed};
-use crate::metrics::{MAX_OBSERVED_COMMAND_SERIES, Metrics, TargetMetrics};
+use crate::metrics::{self, MAX_OBSERVED_COMMAND_SERIES, Metrics, TargetSample};
 use crate::report::{ObservedView, Report, Status as ReportStatus, TargetReport};
 use crate::state::SavedTarget;
 use crate::tencent::{PollError, PollOutcome};
@@ -57,9 +57,8 @@ pub struct Transition {
 #[derive(Debug)]
 struct Entry {
     target: Target,
-    metrics: TargetMetrics,
-    /// Command words that currently have a `command_enabled` series.
-    exported_commands: BTreeSet<String>,
+    /// What the target exports; rendered at scrape time.
+    sample: TargetSample,
     /// The last authoritative observation since start; the raw URL stays in memory.
     observed: Option<Observed>,
     /// The redacted observation from the state file, shown until the first poll.
@@ -127,9 +126,7 @@ impl Status {
             .cloned()
             .collect();
         for key in dropped {
-            if let Some(entry) = inner.entries.remove(&key) {
-                self.metrics.remove_target(&key, &entry.exported_commands);
-            }
+            inner.entries.remove(&key);
         }
         for target in targets {
             let now = self.clock.unix_f64();
@@ -144,27 +141,24 @@ impl Status {
                 }
                 continue;
             }
-            let commands: BTreeSet<String> = target
+            let commands = target
                 .expect
                 .commands
                 .iter()
                 .chain(&target.expect.ignore_commands)
-                .cloned()
-                .collect();
-            self.metrics.add_target(&target.key, &commands);
-            let metrics = self.metrics.target(&target.key);
+                .map(String::as_str);
+            let mut sample = TargetSample::new(&target.key, commands);
             let saved = saved.get(&target.key);
             if let Some(s) = saved {
-                metrics.changes.inc_by(s.changes);
-                metrics.last_change.set(s.last_change.unwrap_or(0.0));
-                metrics.fingerprint.set(s.fingerprint as f64);
+                sample.changes = s.changes;
+                sample.last_change = s.last_change.unwrap_or(0.0);
+                sample.fingerprint = s.fingerprint;
             }
             inner.entries.insert(
                 target.key.clone(),
                 Entry {
                     target: target.clone(),
-                    metrics,
-                    exported_commands: commands,
+                    sample,
                     observed: None,
                     saved_view: saved.map(|s| s.observed.clone()),
                     findings: Vec::new(),
@@ -185,8 +179,8 @@ impl Status {
 
     /// Counts a tick skipped because the target's previous poll was still running.
     pub fn skipped(&self, key: &TargetKey) {
-        if let Some(entry) = self.lock().entries.get(key) {
-            entry.metrics.polls_skipped.inc();
+        if let Some(entry) = self.lock().entries.get_mut(key) {
+            entry.sample.polls_skipped += 1;
         }
     }
 
@@ -203,11 +197,8 @@ impl Status {
             entry.polled = true;
             entry.last_poll = Some(now);
             entry.request_id = outcome.request_id.clone();
-            entry.metrics.last_poll.set(now);
-            entry
-                .metrics
-                .api_error_code
-                .set(outcome.error_code() as f64);
+            entry.sample.last_poll = now;
+            entry.sample.error_code = outcome.error_code();
             match &outcome.result {
                 Ok(observed) => {
                     if entry.up != Some(true) {
@@ -221,10 +212,10 @@ impl Status {
                             ));
                         }
                         entry.up = Some(true);
-                        entry.metrics.up.set(1.0);
+                        entry.sample.up = true;
                     }
                     entry.error = None;
-                    entry.metrics.last_success.set(now);
+                    entry.sample.last_success = now;
                     state_changed |= self.update_observation(
                         entry,
                         observed,
@@ -251,7 +242,7 @@ impl Status {
                             error.to_string(),
                         ));
                         entry.up = Some(false);
-                        entry.metrics.up.set(0.0);
+                        entry.sample.up = false;
                     } else {
                         tracing::debug!(app = %key.app, region = %key.region, "poll failed again: {error}");
                     }
@@ -282,8 +273,8 @@ impl Status {
             if previous != fingerprint {
                 entry.changes += 1;
                 entry.last_change = Some(now);
-                entry.metrics.changes.inc();
-                entry.metrics.last_change.set(now);
+                entry.sample.changes = entry.changes;
+                entry.sample.last_change = now;
                 let old = match (&entry.observed, &entry.saved_view) {
                     (Some(o), _) => o.describe(),
                     (None, Some(view)) => describe_view(view),
@@ -303,15 +294,9 @@ impl Status {
             state_changed = true;
         }
         entry.fingerprint = Some(fingerprint);
-        entry.metrics.fingerprint.set(fingerprint as f64);
-        entry
-            .metrics
-            .config_present
-            .set(if observed.is_present() { 1.0 } else { 0.0 });
-        entry
-            .metrics
-            .url_https
-            .set(if observed.url_is_https() { 1.0 } else { 0.0 });
+        entry.sample.fingerprint = fingerprint;
+        entry.sample.present = observed.is_present();
+        entry.sample.url_https = observed.url_is_https();
         tracing::debug!(app = %key.app, region = %key.region, observed = %observed.describe(), "polled");
         entry.observed = Some(observed.clone());
         entry.saved_view = None;
@@ -349,9 +334,8 @@ impl Status {
                 f.to_string(),
             ));
         }
-        for (i, check) in Check::ALL.iter().enumerate() {
-            let on = findings.iter().any(|f| f.check == *check);
-            entry.metrics.drift[i].set(if on { 1.0 } else { 0.0 });
+        for (on, check) in entry.sample.drift.iter_mut().zip(Check::ALL) {
+            *on = findings.iter().any(|f| f.check == check);
         }
         entry.findings = findings;
     }
@@ -359,32 +343,31 @@ impl Status {
     /// `command_enabled` for every expected, ignored and (capped) observed word.
     fn update_commands(&self, entry: &mut Entry, observed: &Observed) {
         let enabled = observed.command_set();
-        let mut wanted: BTreeSet<String> = entry
+        let configured: BTreeSet<&str> = entry
             .target
             .expect
             .commands
             .iter()
             .chain(&entry.target.expect.ignore_commands)
-            .cloned()
+            .map(String::as_str)
             .collect();
         let extra = enabled
             .iter()
-            .filter(|c| !wanted.contains(**c))
-            .take(MAX_OBSERVED_COMMAND_SERIES)
-            .map(|c| (*c).to_owned())
-            .collect::<Vec<_>>();
-        wanted.extend(extra);
-        for stale in entry.exported_commands.difference(&wanted) {
-            self.metrics.remove_command(&entry.target.key, stale);
-        }
-        for command in &wanted {
-            self.metrics.set_command(
-                &entry.target.key,
-                command,
-                enabled.contains(command.as_str()),
-            );
-        }
-        entry.exported_commands = wanted;
+            .copied()
+            .filter(|c| !configured.contains(c))
+            .take(MAX_OBSERVED_COMMAND_SERIES);
+        let words: Vec<&str> = configured.iter().copied().chain(extra).collect();
+        entry
+            .sample
+            .set_commands(words.into_iter().map(|c| (c, enabled.contains(c))));
+    }
+
+    /// Renders the metrics: the process-wide ones, then every target's families.
+    pub fn render_metrics(&self) -> Vec<u8> {
+        let inner = self.lock();
+        self.metrics.render(|out| {
+            metrics::write_target_families(out, inner.entries.values().map(|e| &e.sample))
+        })
     }
 
     /// True once every configured target has been polled since it was configured.

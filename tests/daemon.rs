@@ -474,3 +474,75 @@ async fn readiness_waits_for_the_first_poll_of_every_target() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_reload_adds_and_drops_targets_keeps_state_and_refuses_a_bad_config() {
+    let sim = Sim::start(vec![app(1, clean()), app(2, clean()), app(3, None)]).await;
+    let d = Daemon::start(&config_yaml(
+        &sim,
+        FAST,
+        &[app_yaml("a", 1, ""), app_yaml("b", 2, "")],
+    ))
+    .await;
+    wait_ready(&d).await;
+    sim.set_app(1, Some(CallbackConfig::new(GOOD_URL, &[START])));
+    wait_until(Duration::from_secs(5), "change on a", || async {
+        d.scrape()
+            .await
+            .target("calldrift_callback_config_changes_total", "a", &[])
+            == Some(1.0)
+    })
+    .await;
+
+    // Drop b, add c.
+    std::fs::write(
+        &d.config_path,
+        config_yaml(&sim, FAST, &[app_yaml("a", 1, ""), app_yaml("c", 3, "")]),
+    )
+    .expect("write");
+    let (status, _) = request(reqwest::Method::POST, &d.url("/-/reload")).await;
+    assert_eq!(status, 200);
+    let m = d.scrape().await;
+    assert!(
+        !m.0.contains("app=\"b\""),
+        "dropped target's series are gone"
+    );
+    assert_eq!(
+        m.target("calldrift_up", "c", &[]),
+        Some(0.0),
+        "new target's series exist at once"
+    );
+    assert_eq!(m.value("calldrift_targets", &[]), Some(2.0));
+    assert_eq!(
+        m.target("calldrift_callback_config_changes_total", "a", &[]),
+        Some(1.0),
+        "state kept for a"
+    );
+    assert_eq!(
+        m.value("calldrift_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
+    wait_until(Duration::from_secs(5), "c polled", || async {
+        d.scrape()
+            .await
+            .target("calldrift_drift", "c", &[("check", "config_missing")])
+            == Some(1.0)
+    })
+    .await;
+
+    // A typo is refused with its place; the old config keeps running.
+    std::fs::write(&d.config_path, "pol: {}\n").expect("write");
+    let (status, body) = request(reqwest::Method::POST, &d.url("/-/reload")).await;
+    assert_eq!(status, 500);
+    assert!(
+        body.contains("calldrift.yaml:1:1: unknown field \"pol\""),
+        "{body}"
+    );
+    let m = d.scrape().await;
+    assert_eq!(
+        m.value("calldrift_config_last_reload_successful", &[]),
+        Some(0.0)
+    );
+    assert_eq!(m.value("calldrift_targets", &[]), Some(2.0));
+    assert_eq!(m.target("calldrift_up", "c", &[]), Some(1.0));
+}
