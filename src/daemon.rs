@@ -134,7 +134,7 @@ pub async fn run(
         metrics.clone(),
     )?);
     let (plans, plan_rx) = watch::channel(Arc::new(Plan {
-        targets,
+        targets: targets.into_iter().map(Arc::new).collect(),
         interval: config.poll.interval,
         max_concurrency: config.poll.max_concurrency,
         client: client.clone(),
@@ -275,7 +275,7 @@ fn reload(
     let targets = loaded.config.targets(&loaded.secrets);
     status.apply_targets(&targets, saved);
     let _ = plans.send(Arc::new(Plan {
-        targets,
+        targets: targets.into_iter().map(Arc::new).collect(),
         interval: loaded.config.poll.interval,
         max_concurrency: loaded.config.poll.max_concurrency,
         client: client.clone(),

@@ -166,7 +166,11 @@ impl RateLimits {
                     continue;
                 }
             }
-            self.pacing.until_ready().await;
+            // governor's own `until_ready` sleeps on a timer thread of its own; one wake-up
+            // there per call costs more CPU than the call itself, so sleep on tokio's timer.
+            while let Err(not_until) = self.pacing.check() {
+                tokio::time::sleep(not_until.wait_time_from(DefaultClock::default().now())).await;
+            }
             while let Some(wait) = windows.global.wait(Instant::now()) {
                 tokio::time::sleep(wait).await;
             }

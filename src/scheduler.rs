@@ -28,7 +28,8 @@ use crate::tencent::Client;
 /// What the loop polls and how; replaced as a whole on reload.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub targets: Vec<Target>,
+    /// Shared, so a dispatch costs a reference count, not a copy of the target.
+    pub targets: Vec<Arc<Target>>,
     pub interval: Duration,
     pub max_concurrency: usize,
     pub client: Arc<Client>,
