@@ -489,16 +489,17 @@ impl Client {
         let base = self.base_url(target);
         let usersig = target.usersig.get(self.clock.unix_secs());
         let random: u32 = rand::rng().random();
-        let url = match url::Url::parse_with_params(
-            &format!("{base}/v4/call_config/get_callback"),
-            &[
-                ("sdkappid", target.key.sdkappid.to_string().as_str()),
-                ("identifier", target.identifier.as_str()),
-                ("usersig", usersig.expose()),
-                ("random", random.to_string().as_str()),
-                ("contenttype", "json"),
-            ],
-        ) {
+        // Written out rather than with a query serializer: the values are digits, the
+        // UserSig alphabet (letters, digits, `*`, `-`, `_`, all safe in a query) and the
+        // identifier, which is encoded. URL handling was a fifth of a poll's CPU.
+        let identifier: String =
+            url::form_urlencoded::byte_serialize(target.identifier.as_bytes()).collect();
+        let text = format!(
+            "{base}/v4/call_config/get_callback?sdkappid={}&identifier={identifier}&usersig={}&random={random}&contenttype=json",
+            target.key.sdkappid,
+            usersig.expose(),
+        );
+        let url = match url::Url::parse(&text) {
             Ok(url) => url,
             Err(e) => {
                 return Attempt {
