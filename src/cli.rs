@@ -210,26 +210,41 @@ fn log_format(cli: Option<LogFormatArg>, config: LogFormat) -> LogFormat {
     }
 }
 
+/// Loads the config (printing every problem on failure), then sets up logging from it and
+/// logs its warnings: the start of `run` and `check`.
+fn load_and_start_logging(
+    path: &Path,
+    cli_level: &Option<String>,
+    cli_format: Option<LogFormatArg>,
+) -> Option<config::Loaded> {
+    let loaded = match config::load(path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            for line in e.diagnostics() {
+                eprintln!("{line}");
+            }
+            return None;
+        }
+    };
+    init_logging(
+        cli_level.as_deref(),
+        &loaded.config.log_level,
+        log_format(cli_format, loaded.config.log_format),
+    );
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    Some(loaded)
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config, shard } => {
-            let loaded = match config::load(&config.config) {
-                Ok(loaded) => loaded,
-                Err(e) => {
-                    for line in e.diagnostics() {
-                        eprintln!("{line}");
-                    }
-                    return Ok(ExitCode::from(1));
-                }
+            let Some(loaded) =
+                load_and_start_logging(&config.config, &cli.log_level, cli.log_format)
+            else {
+                return Ok(ExitCode::from(1));
             };
-            init_logging(
-                cli.log_level.as_deref(),
-                &loaded.config.log_level,
-                log_format(cli.log_format, loaded.config.log_format),
-            );
-            for warning in &loaded.warnings {
-                tracing::warn!("{warning}");
-            }
             // Checked before binding so a bad web config never opens the port; the
             // daemon loads it again (and logs its warnings) as it starts.
             if let Err(e) = web::load_optional(loaded.config.web_config_file.as_deref()) {
@@ -293,23 +308,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             apps,
             shard,
         } => {
-            let loaded = match config::load(&config.config) {
-                Ok(loaded) => loaded,
-                Err(e) => {
-                    for line in e.diagnostics() {
-                        eprintln!("{line}");
-                    }
-                    return Ok(ExitCode::from(1));
-                }
+            let Some(loaded) =
+                load_and_start_logging(&config.config, &cli.log_level, cli.log_format)
+            else {
+                return Ok(ExitCode::from(1));
             };
-            init_logging(
-                cli.log_level.as_deref(),
-                &loaded.config.log_level,
-                log_format(cli.log_format, loaded.config.log_format),
-            );
-            for warning in &loaded.warnings {
-                tracing::warn!("{warning}");
-            }
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let selection = crate::check::Selection {
                 apps,

@@ -370,15 +370,15 @@ where
 
 // ---- parsing and validation ------------------------------------------------------------
 
-/// Collects diagnostics with positions looked up by path.
-struct Report<'a> {
-    file: &'a str,
-    positions: &'a Positions,
-    diagnostics: Vec<Diagnostic>,
+/// Collects diagnostics with positions looked up by path (also used by `web`).
+pub(crate) struct Report<'a> {
+    pub(crate) file: &'a str,
+    pub(crate) positions: &'a Positions,
+    pub(crate) diagnostics: Vec<Diagnostic>,
 }
 
 impl Report<'_> {
-    fn push(&mut self, severity: Severity, pos: Pos, message: String) {
+    pub(crate) fn push(&mut self, severity: Severity, pos: Pos, message: String) {
         self.diagnostics.push(Diagnostic {
             severity,
             file: self.file.to_owned(),
@@ -387,22 +387,22 @@ impl Report<'_> {
         });
     }
 
-    fn error(&mut self, path: &str, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, path: &str, message: impl Into<String>) {
         let pos = self.positions.value(path);
         self.push(Severity::Error, pos, message.into());
     }
 
-    fn error_at_key(&mut self, path: &str, message: impl Into<String>) {
+    pub(crate) fn error_at_key(&mut self, path: &str, message: impl Into<String>) {
         let pos = self.positions.key(path);
         self.push(Severity::Error, pos, message.into());
     }
 
-    fn warning(&mut self, path: &str, message: impl Into<String>) {
+    pub(crate) fn warning(&mut self, path: &str, message: impl Into<String>) {
         let pos = self.positions.value(path);
         self.push(Severity::Warning, pos, message.into());
     }
 
-    fn has_errors(&self) -> bool {
+    pub(crate) fn has_errors(&self) -> bool {
         self.diagnostics
             .iter()
             .any(|d| d.severity == Severity::Error)

@@ -54,17 +54,11 @@ pub async fn run(
     let mut warned_behind = false;
 
     loop {
-        let Some(due) = queue.next_due() else {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = plans.changed() => {
-                    if changed.is_err() { return; }
-                    plan = plans.borrow_and_update().clone();
-                    slots = Arc::new(Semaphore::new(plan.max_concurrency.max(1)));
-                    queue.replan(&plan, Instant::now());
-                    warned_behind = false;
-                    continue;
-                }
+        let next_due = queue.next_due();
+        let until_due = async {
+            match next_due {
+                Some(due) => tokio::time::sleep_until(due).await,
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -77,7 +71,7 @@ pub async fn run(
                 warned_behind = false;
                 continue;
             }
-            _ = tokio::time::sleep_until(due) => {}
+            _ = until_due => {}
         }
         let Some((due, index)) = queue.pop() else {
             continue;

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::config::positions::Positions;
-use crate::config::{Diagnostic, Pos, Severity};
+use crate::config::{Diagnostic, Pos, Report, Severity};
 
 /// The `WWW-Authenticate` answer to a request without valid credentials.
 pub const WWW_AUTHENTICATE: &str = "Basic realm=\"calldrift\"";
@@ -242,40 +242,6 @@ pub fn load_optional(path: Option<&Path>) -> Result<(WebConfig, Vec<Diagnostic>)
     match path {
         Some(path) => load(path),
         None => Ok((WebConfig::default(), Vec::new())),
-    }
-}
-
-/// Collects diagnostics with positions looked up by path.
-struct Report<'a> {
-    file: &'a str,
-    positions: &'a Positions,
-    diagnostics: Vec<Diagnostic>,
-}
-
-impl Report<'_> {
-    fn push(&mut self, severity: Severity, pos: Pos, message: String) {
-        self.diagnostics.push(Diagnostic {
-            severity,
-            file: self.file.to_owned(),
-            pos,
-            message,
-        });
-    }
-
-    fn error(&mut self, path: &str, message: impl Into<String>) {
-        let pos = self.positions.value(path);
-        self.push(Severity::Error, pos, message.into());
-    }
-
-    fn error_at_key(&mut self, path: &str, message: impl Into<String>) {
-        let pos = self.positions.key(path);
-        self.push(Severity::Error, pos, message.into());
-    }
-
-    fn has_errors(&self) -> bool {
-        self.diagnostics
-            .iter()
-            .any(|d| d.severity == Severity::Error)
     }
 }
 
