@@ -108,14 +108,19 @@ impl Observed {
     /// configurations that behave the same, whatever the order of commands.
     pub fn fingerprint(&self) -> u64 {
         let mut hasher = Sha256::new();
+        // Every field is length-prefixed, so no URL or command word (NUL included) can
+        // make two different configurations hash alike.
+        let mut field = |bytes: &[u8]| {
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        };
         match self {
-            Observed::Absent => hasher.update(b"absent"),
+            Observed::Absent => field(b"absent"),
             Observed::Present { url, .. } => {
-                hasher.update(b"present\0");
-                hasher.update(url.as_bytes());
+                field(b"present");
+                field(url.as_bytes());
                 for command in self.command_set() {
-                    hasher.update(b"\0");
-                    hasher.update(command.as_bytes());
+                    field(command.as_bytes());
                 }
             }
         }
@@ -506,8 +511,14 @@ mod tests {
             Observed::Absent.fingerprint()
         );
         assert!(a.fingerprint() < 1 << 48);
+        // A NUL inside a word cannot make it collide with two words.
+        let joined = present(
+            GOOD,
+            &["Call.CallbackAfterEndCall\0Call.CallbackAfterStartCall"],
+        );
+        assert_ne!(joined.fingerprint(), a.fingerprint());
         // Pinned, so a change of the hash (which would fire every change alert) is noticed.
-        assert_eq!(Observed::Absent.fingerprint(), 99864482723125);
+        assert_eq!(Observed::Absent.fingerprint(), 140696990486889);
     }
 
     #[test]

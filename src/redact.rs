@@ -1,13 +1,57 @@
 //! Redaction of callback URLs for every place a URL is shown: logs, pages, JSON, state.
 //!
 //! Callback URLs often carry tokens in their query or userinfo, so the userinfo is removed,
-//! every query value becomes `REDACTED`, and so does a fragment. The redaction works on
-//! the text, not on a parsed URL, so an unparsable URL is redacted just as well.
+//! every query value becomes `REDACTED`, and so does a fragment. A URL that parses is
+//! redacted from its parsed form (so lenient spellings of userinfo are found); one that
+//! does not is redacted by text rules, just as thoroughly.
 
 const REDACTED: &str = "REDACTED";
 
 /// The URL with userinfo removed and every query value and fragment replaced by `REDACTED`.
 pub fn url(raw: &str) -> String {
+    // The WHATWG parser finds userinfo in lenient forms too (`https:/u:pw@h`, backslashes,
+    // tabs), exactly where the config's validation and any HTTP client would: strip it
+    // there. Text rules handle what does not parse.
+    match url::Url::parse(raw) {
+        Ok(parsed) if parsed.has_host() => from_parsed(parsed),
+        _ => by_text(raw),
+    }
+}
+
+fn from_parsed(mut parsed: url::Url) -> String {
+    let query = parsed.query().map(redact_query);
+    let fragment = parsed.fragment().is_some();
+    // Both fail only for URLs without a host, excluded above.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    parsed.set_query(None);
+    parsed.set_fragment(None);
+    let mut out = String::from(parsed);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(&query);
+    }
+    if fragment {
+        out.push('#');
+        out.push_str(REDACTED);
+    }
+    out
+}
+
+/// Every value, and every bare item (it may itself be a token), becomes `REDACTED`.
+fn redact_query(query: &str) -> String {
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) => format!("{name}={REDACTED}"),
+            None if pair.is_empty() => String::new(),
+            None => REDACTED.to_owned(),
+        })
+        .collect();
+    pairs.join("&")
+}
+
+fn by_text(raw: &str) -> String {
     let (before_fragment, fragment) = match raw.split_once('#') {
         Some((head, _)) => (head, Some(REDACTED)),
         None => (raw, None),
@@ -19,16 +63,7 @@ pub fn url(raw: &str) -> String {
     let mut out = strip_userinfo(before_query);
     if let Some(query) = query {
         out.push('?');
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((name, _)) => format!("{name}={REDACTED}"),
-                // A bare item may itself be a token.
-                None if pair.is_empty() => String::new(),
-                None => REDACTED.to_owned(),
-            })
-            .collect();
-        out.push_str(&pairs.join("&"));
+        out.push_str(&redact_query(query));
     }
     if let Some(fragment) = fragment {
         out.push('#');
@@ -83,6 +118,19 @@ mod tests {
             ("not a url?key=value", "not a url?key=REDACTED"),
             ("user@host/path", "host/path"),
             ("", ""),
+            (
+                "https:/u:s3cr3tpw@hooks.example.com/cb",
+                "https://hooks.example.com/cb",
+            ),
+            (
+                "https:\\\\u:s3cr3tpw@hooks.example.com/cb",
+                "https://hooks.example.com/cb",
+            ),
+            (
+                "https:u:s3cr3tpw@hooks.example.com/cb?t=x",
+                "https://hooks.example.com/cb?t=REDACTED",
+            ),
+            ("HTTPS://Hooks.Example.com", "https://hooks.example.com/"),
         ];
         for (raw, shown) in cases {
             assert_eq!(url(raw), shown, "{raw}");
