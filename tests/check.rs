@@ -437,3 +437,53 @@ async fn bad_answers_are_clear_errors_and_retries_stay_bounded() {
     );
     sim.assert_no_malformed();
 }
+
+#[tokio::test]
+async fn proxy_environment_variables_are_honoured() {
+    // The "proxy" is a second simulator holding a different config for the same app: an
+    // answer from it proves the request went through the proxy.
+    let direct = Sim::start(vec![app(1, clean())]).await;
+    let proxy = Sim::start(vec![app(
+        1,
+        Some(CallbackConfig::new(
+            "http://via-proxy.example.com/cb",
+            &[START, END],
+        )),
+    )])
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, config_yaml(&direct, "", &[app_yaml("a", 1, "")])).expect("write");
+    let run = |no_proxy: Option<&'static str>| {
+        let (path, proxy_url) = (path.clone(), proxy.base());
+        tokio::task::spawn_blocking(move || {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_calldrift"));
+            command.args([
+                "check",
+                "-c",
+                path.to_str().expect("utf8"),
+                "--format",
+                "json",
+            ]);
+            command
+                .env("HTTP_PROXY", &proxy_url)
+                .env("http_proxy", &proxy_url)
+                .env_remove("NO_PROXY")
+                .env_remove("no_proxy");
+            if let Some(list) = no_proxy {
+                command.env("NO_PROXY", list);
+            }
+            let out = command.output().expect("run");
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+        })
+    };
+    let via_proxy = run(None).await.expect("join");
+    assert_eq!(
+        via_proxy["targets"][0]["observed"]["url"],
+        "http://via-proxy.example.com/cb"
+    );
+    let bypassed = run(Some("127.0.0.1")).await.expect("join");
+    assert_eq!(bypassed["targets"][0]["observed"]["url"], GOOD_URL);
+    direct.assert_no_malformed();
+    proxy.assert_no_malformed();
+}
