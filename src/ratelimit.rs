@@ -285,12 +285,13 @@ mod tests {
             "{}",
             max_in_any_second(&times)
         );
-        // Over the steady last two seconds, at least 98 % of the limit.
+        // Over the steady last two seconds, close to the limit: the benchmark measures the
+        // real figure; this guards against losing throughput wholesale on a loaded machine.
         let steady = times
             .iter()
             .filter(|t| **t + Duration::from_secs(2) >= until && **t < until)
             .count();
-        assert!(steady >= 196, "{steady} calls in 2 s at 100/s");
+        assert!(steady >= 190, "{steady} calls in 2 s at 100/s");
     }
 
     #[tokio::test]

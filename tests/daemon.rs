@@ -507,9 +507,9 @@ async fn a_reload_adds_and_drops_targets_keeps_state_and_refuses_a_bad_config() 
         !m.0.contains("app=\"b\""),
         "dropped target's series are gone"
     );
-    assert_eq!(
-        m.target("calldrift_up", "c", &[]),
-        Some(0.0),
+    // Present at once (0 before its first poll, which may already have happened).
+    assert!(
+        m.target("calldrift_up", "c", &[]).is_some(),
         "new target's series exist at once"
     );
     assert_eq!(m.value("calldrift_targets", &[]), Some(2.0));
