@@ -475,31 +475,14 @@ pub fn parse(
         diagnostics: Vec::new(),
     };
 
-    let mut unknown = Vec::new();
-    let raw: Result<RawConfig, _> = if text.trim().is_empty() {
-        Ok(RawConfig::default())
-    } else {
-        serde_ignored::deserialize(yaml_serde::Deserializer::from_str(text), |path| {
-            unknown.push(path_string(&path))
-        })
-    };
+    let (raw, unknown) = decode_yaml::<RawConfig>(text);
     for path in &unknown {
         let field = path.rsplit('.').next().unwrap_or(path);
         report.error_at_key(path, format!("unknown field {field:?} at {path}"));
     }
     let raw = match raw {
         Ok(raw) => raw,
-        Err(e) => {
-            let pos = e.location().map_or(Pos::START, |l| Pos {
-                line: l.line(),
-                column: l.column(),
-            });
-            let message = e.to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or(&message)
-                .to_owned();
+        Err((pos, message)) => {
             report.push(Severity::Error, pos, message);
             return Err(ConfigError::Invalid(report.diagnostics));
         }
@@ -510,6 +493,35 @@ pub fn parse(
         return Err(ConfigError::Invalid(report.diagnostics));
     }
     Ok((config, report.diagnostics))
+}
+
+/// Decodes YAML `text` (empty text is `T::default()`), collecting the dotted path of every
+/// key `T` does not know instead of stopping at the first; a type or syntax error comes
+/// back with its position and without yaml_serde's own "at line … column …" suffix.
+pub(crate) fn decode_yaml<T: serde::de::DeserializeOwned + Default>(
+    text: &str,
+) -> (Result<T, (Pos, String)>, Vec<String>) {
+    if text.trim().is_empty() {
+        return (Ok(T::default()), Vec::new());
+    }
+    let mut unknown = Vec::new();
+    let decoded = serde_ignored::deserialize(yaml_serde::Deserializer::from_str(text), |path| {
+        unknown.push(path_string(&path))
+    });
+    let decoded = decoded.map_err(|e| {
+        let pos = e.location().map_or(Pos::START, |l| Pos {
+            line: l.line(),
+            column: l.column(),
+        });
+        let message = e.to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
+        (pos, message)
+    });
+    (decoded, unknown)
 }
 
 pub(crate) fn path_string(path: &serde_ignored::Path) -> String {

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::config::positions::Positions;
-use crate::config::{Diagnostic, Pos, Report, Severity};
+use crate::config::{Diagnostic, Report, Severity};
 
 /// The `WWW-Authenticate` answer to a request without valid credentials.
 pub const WWW_AUTHENTICATE: &str = "Basic realm=\"calldrift\"";
@@ -257,15 +257,8 @@ pub fn parse(
         positions: &positions,
         diagnostics: Vec::new(),
     };
-    let mut unknown = Vec::new();
     // Option: a file of comments only is an empty document, which means defaults.
-    let raw: Result<Option<RawWebConfig>, _> = if text.trim().is_empty() {
-        Ok(None)
-    } else {
-        serde_ignored::deserialize(yaml_serde::Deserializer::from_str(text), |path| {
-            unknown.push(crate::config::path_string(&path))
-        })
-    };
+    let (raw, unknown) = crate::config::decode_yaml::<Option<RawWebConfig>>(text);
     for path in &unknown {
         if TOOLKIT_UNSUPPORTED.contains(&path.as_str()) {
             report.error_at_key(
@@ -281,17 +274,7 @@ pub fn parse(
     }
     let raw = match raw {
         Ok(raw) => raw.unwrap_or_default(),
-        Err(e) => {
-            let pos = e.location().map_or(Pos::START, |l| Pos {
-                line: l.line(),
-                column: l.column(),
-            });
-            let message = e.to_string();
-            let message = message
-                .split(" at line ")
-                .next()
-                .unwrap_or(&message)
-                .to_owned();
+        Err((pos, message)) => {
             report.push(Severity::Error, pos, message);
             return Err(WebConfigError::Invalid(report.diagnostics));
         }
