@@ -3,7 +3,7 @@
 
 use std::fmt::Debug;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A source of wall-clock time.
 pub trait Clock: Send + Sync + Debug {
@@ -58,5 +58,71 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
         *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Instants `origin + k·step`. Timers set on a grid fire together, so tasks due at about
+/// the same time share one wake-up of the runtime instead of having one each.
+#[derive(Debug, Clone, Copy)]
+pub struct Grid {
+    origin: Instant,
+    step: Duration,
+}
+
+impl Grid {
+    /// A grid of `step` (at least a microsecond) through `origin`.
+    pub fn new(origin: Instant, step: Duration) -> Self {
+        Self {
+            origin,
+            step: step.max(Duration::from_micros(1)),
+        }
+    }
+
+    pub fn step(&self) -> Duration {
+        self.step
+    }
+
+    /// The first grid instant not before `instant` (the origin for anything before it).
+    pub fn at_or_after(&self, instant: Instant) -> Instant {
+        let offset = instant.saturating_duration_since(self.origin);
+        let steps = offset.as_nanos().div_ceil(self.step.as_nanos());
+        self.origin + self.step * u32::try_from(steps).unwrap_or(u32::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_rounds_up_to_the_next_step() {
+        let origin = Instant::now();
+        let grid = Grid::new(origin, Duration::from_millis(50));
+        let ms = |n| origin + Duration::from_millis(n);
+        for (instant, expected) in [
+            (origin, origin),
+            (ms(1), ms(50)),
+            (ms(49), ms(50)),
+            (ms(50), ms(50)),
+            (ms(51), ms(100)),
+            (ms(1_000_001), ms(1_000_050)),
+        ] {
+            assert_eq!(grid.at_or_after(instant), expected);
+        }
+        // Before the origin: the origin.
+        if let Some(before) = origin.checked_sub(Duration::from_secs(1)) {
+            assert_eq!(grid.at_or_after(before), origin);
+        }
+    }
+
+    #[test]
+    fn a_zero_step_is_a_microsecond() {
+        let origin = Instant::now();
+        let grid = Grid::new(origin, Duration::ZERO);
+        assert_eq!(grid.step(), Duration::from_micros(1));
+        assert_eq!(
+            grid.at_or_after(origin + Duration::from_nanos(1500)),
+            origin + Duration::from_micros(2)
+        );
     }
 }

@@ -1,11 +1,12 @@
 //! The one gate every gateway call passes: a global limit and a per-SDKAppID limit.
 //!
 //! Two mechanisms work together. Pacing (governor, one cell every 1/limit, a bucket of a
-//! few cells) spreads calls evenly and lets a call whose wake-up came a little late be
-//! followed at once, so timer jitter does not cost throughput. A sliding window (the send
-//! times of the last `limit` calls) is the hard cap: a call waits until the call `limit`
-//! places before it is more than [`WINDOW`] old, so no 1-second window ever holds more
-//! calls than the limit. The pacing bucket starts empty, so there is no burst at start-up.
+//! fifth of a second's calls) spreads calls out; waits for it end on a grid, so waiting
+//! calls wake together and pass as one batch, and a late wake-up costs no throughput.
+//! A sliding window (the send times of the last `limit` calls) is the hard cap: a call
+//! waits until the call `limit` places before it is more than [`WINDOW`] old, so no
+//! 1-second window ever holds more calls than the limit. The pacing bucket starts with
+//! one cell, so there is no burst at start-up.
 //!
 //! **Invariant:** a call is sent right after it passes [`RateLimits::acquire`]; nothing
 //! reaches the gateway any other way.
@@ -20,6 +21,8 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
+use crate::clock::Grid;
+
 /// The hard cap's window: one second plus a margin for the jitter between passing the
 /// limiter here and the request's arrival at the gateway.
 pub const WINDOW: Duration = Duration::from_millis(1010);
@@ -27,11 +30,24 @@ pub const WINDOW: Duration = Duration::from_millis(1010);
 type Direct = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 type Keyed = RateLimiter<u64, DefaultKeyedStateStore<u64>, DefaultClock>;
 
-/// Cells the pacing bucket holds: enough to absorb wake-up jitter (a 40th of a second of
-/// calls), far too few to matter against the hard cap.
+/// Cells the pacing bucket holds: two of the scheduler's longest dispatch steps of calls,
+/// so a step's polls pass together even when wake-ups jitter; far too few to matter
+/// against the hard cap.
 fn bucket(per_second: u32) -> NonZeroU32 {
-    NonZeroU32::new((per_second / 40).max(1)).unwrap_or(NonZeroU32::MIN)
+    let steps = 2.0 * crate::scheduler::DISPATCH_STEP.as_secs_f64();
+    NonZeroU32::new(((f64::from(per_second) * steps) as u32).max(1)).unwrap_or(NonZeroU32::MIN)
 }
+
+/// Pacing waits end on a grid of a quarter of the bucket: waiting calls wake together, and
+/// the bucket never fills between two wake-ups, so no cell is lost to the grid.
+fn pacing_grid(per_second: u32) -> Grid {
+    let bucket_time = f64::from(bucket(per_second).get()) / f64::from(per_second.max(1));
+    Grid::new(Instant::now(), Duration::from_secs_f64(bucket_time / 4.0))
+}
+
+/// Waits past a window's front end this long after it: the calls sent together with the
+/// front one leave the window too, and pass on the same wake-up.
+const WINDOW_SLACK: Duration = Duration::from_millis(1);
 
 fn pacing(per_second: u32) -> Quota {
     let period = Duration::from_secs_f64(1.0 / f64::from(per_second.max(1)));
@@ -61,7 +77,7 @@ impl Window {
             return None;
         }
         let free_at = *self.sent.front()? + WINDOW;
-        (free_at > now).then(|| free_at - now)
+        (free_at > now).then(|| free_at + WINDOW_SLACK - now)
     }
 
     fn record(&mut self, now: Instant) {
@@ -89,6 +105,8 @@ struct PerApp {
 pub struct RateLimits {
     pacing: Direct,
     per_second: u32,
+    /// Where pacing waits end; see [`pacing_grid`].
+    grid: Grid,
     /// Serialises the final waits, so calls pass in order and the windows see every call.
     gate: tokio::sync::Mutex<Windows>,
     /// Apps the gateway told to slow down (60011 and friends): no call before the instant.
@@ -106,8 +124,11 @@ struct Windows {
 impl RateLimits {
     pub fn new(per_second: u32, per_app_per_second: u32) -> Self {
         let pacing = RateLimiter::direct(pacing(per_second));
-        // Start with an empty bucket: no burst at start-up.
-        let _ = pacing.check_n(bucket(per_second));
+        // Start with one cell in the bucket: the first call goes at once, the rest are
+        // paced, so there is no burst at start-up.
+        if let Some(all_but_one) = NonZeroU32::new(bucket(per_second).get() - 1) {
+            let _ = pacing.check_n(all_but_one);
+        }
         let per_app = (per_app_per_second < per_second).then(|| PerApp {
             pacing: RateLimiter::keyed(pacing_quota_without_burst(per_app_per_second)),
             windows: HashMap::new(),
@@ -116,6 +137,7 @@ impl RateLimits {
         Self {
             pacing,
             per_second,
+            grid: pacing_grid(per_second),
             gate: tokio::sync::Mutex::new(Windows {
                 global: Window::new(per_second),
                 per_app,
@@ -169,7 +191,8 @@ impl RateLimits {
             // governor's own `until_ready` sleeps on a timer thread of its own; one wake-up
             // there per call costs more CPU than the call itself, so sleep on tokio's timer.
             while let Err(not_until) = self.pacing.check() {
-                tokio::time::sleep(not_until.wait_time_from(DefaultClock::default().now())).await;
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                tokio::time::sleep_until(self.grid.at_or_after(Instant::now() + wait).into()).await;
             }
             while let Some(wait) = windows.global.wait(Instant::now()) {
                 tokio::time::sleep(wait).await;
