@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -10,6 +11,8 @@ use calldrift::clock::SystemClock;
 use calldrift::report::{Report, Status};
 use calldrift::sim::{CallbackConfig, FaultKind, FaultRule};
 use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 async fn check_one(sim: &Sim, extra: &str, sdkappid: u64) -> Report {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -486,4 +489,142 @@ async fn proxy_environment_variables_are_honoured() {
     assert_eq!(bypassed["targets"][0]["observed"]["url"], GOOD_URL);
     direct.assert_no_malformed();
     proxy.assert_no_malformed();
+}
+
+/// A TLS front for `upstream` with `certified`'s certificate: decrypts and forwards.
+async fn tls_front(
+    certified: &rcgen::CertifiedKey<rcgen::KeyPair>,
+    upstream: SocketAddr,
+) -> SocketAddr {
+    let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+        .expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let (Ok(mut tls), Ok(mut plain)) = (
+                    acceptor.accept(tcp).await,
+                    TcpStream::connect(upstream).await,
+                ) else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A CONNECT proxy that tunnels every request to `to`, keeping each request head it saw.
+async fn connect_proxy(to: SocketAddr) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let heads: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let heads = heads.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match client.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                heads
+                    .lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let Ok(mut upstream) = TcpStream::connect(to).await else {
+                    return;
+                };
+                if client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .is_ok()
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn https_through_a_proxy_is_tunnelled_with_the_proxy_credentials() {
+    let sim = Sim::start(vec![app(1, clean())]).await;
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["gateway.localhost".to_owned()]).expect("cert");
+    let front = tls_front(&certified, sim.addr).await;
+    let (proxy, heads) = connect_proxy(front).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, certified.cert.pem()).expect("write ca");
+    let path = dir.path().join("c.yaml");
+    // gateway.localhost need not resolve here: through a proxy, the proxy resolves it.
+    let yaml = format!(
+        "ca_file: {}\nregions:\n  sim: \"https://gateway.localhost:{}\"\napps:\n{}",
+        ca.display(),
+        front.port(),
+        app_yaml("a", 1, "")
+    );
+    std::fs::write(&path, yaml).expect("write");
+    let out = tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_calldrift"));
+        command.args([
+            "check",
+            "-c",
+            path.to_str().expect("utf8"),
+            "--format",
+            "json",
+        ]);
+        for name in ["ALL_PROXY", "HTTP_PROXY", "NO_PROXY"] {
+            command.env_remove(name).env_remove(name.to_lowercase());
+        }
+        let proxy_url = format!("http://user:pw@{proxy}");
+        command
+            .env("HTTPS_PROXY", &proxy_url)
+            .env("https_proxy", &proxy_url)
+            .output()
+            .expect("run")
+    })
+    .await
+    .expect("join");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        report["targets"][0]["observed"]["url"], GOOD_URL,
+        "{report}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let heads = heads.lock().expect("lock").clone();
+    assert!(!heads.is_empty(), "no request reached the proxy");
+    for head in &heads {
+        let port = front.port();
+        assert!(
+            head.starts_with(&format!("CONNECT gateway.localhost:{port} HTTP/1.1\r\n")),
+            "{head}"
+        );
+        // Basic user:pw
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("proxy-authorization: basic dxnlcjpwdw==\r\n"),
+            "{head}"
+        );
+    }
+    sim.assert_no_malformed();
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use calldrift::sim::{CallbackConfig, FaultKind, FaultRule};
 use calldrift::tencent::Resolver;
+use calldrift::tencent::transport::{BoxError, Resolve, Resolving};
 use common::*;
 
 const RATE_LIMIT: u64 = 50;
@@ -94,14 +95,13 @@ fn cases() -> Vec<Case> {
 /// sends no DNS query anywhere.
 struct TestResolver(SocketAddr);
 
-impl reqwest::dns::Resolve for TestResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let answer: Result<reqwest::dns::Addrs, Box<dyn std::error::Error + Send + Sync>> =
-            if name.as_str() == "backup.localhost" {
-                Ok(Box::new(std::iter::once(self.0)))
-            } else {
-                Err(format!("{}: name does not resolve", name.as_str()).into())
-            };
+impl Resolve for TestResolver {
+    fn resolve(&self, host: &str) -> Resolving {
+        let answer: Result<Vec<SocketAddr>, BoxError> = if host == "backup.localhost" {
+            Ok(vec![self.0])
+        } else {
+            Err(format!("{host}: name does not resolve").into())
+        };
         Box::pin(async move { answer })
     }
 }

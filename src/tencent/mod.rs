@@ -5,12 +5,16 @@
 //! [`RateLimits::acquire`]; a poll reports an authoritative answer only for ErrorCode 0
 //! with a `Response`, or ErrorCode 100301.
 
+mod deadlines;
+pub mod transport;
 pub mod usersig;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::Full;
 use rand::Rng;
 use serde::Deserialize;
 
@@ -18,6 +22,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Target};
 use crate::drift::Observed;
 use crate::ratelimit::RateLimits;
+use deadlines::Deadlines;
 
 /// Response bodies larger than this are rejected without being read whole.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -191,7 +196,7 @@ pub enum ClientError {
 /// A DNS resolver to use instead of the system's, for embedding and for tests that must
 /// not send DNS queries off the machine.
 #[derive(Clone)]
-pub struct Resolver(pub Arc<dyn reqwest::dns::Resolve>);
+pub struct Resolver(pub Arc<dyn transport::Resolve>);
 
 impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -231,12 +236,13 @@ struct Failover {
 
 /// The gateway client: one keep-alive connection pool shared by every target.
 pub struct Client {
-    http: reqwest::Client,
+    http: transport::Http,
     settings: ClientSettings,
     limits: Arc<RateLimits>,
     clock: Arc<dyn Clock>,
     observer: Arc<dyn RequestObserver>,
     failover: Mutex<std::collections::HashMap<String, Failover>>,
+    deadlines: Deadlines,
 }
 
 impl std::fmt::Debug for Client {
@@ -278,12 +284,12 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientErro
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ClientError::Build(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No ALPN here: the connector offers http/1.1 itself (and insists on being the one).
     Ok(config)
 }
 
@@ -381,21 +387,12 @@ impl Client {
         observer: Arc<dyn RequestObserver>,
     ) -> Result<Self, ClientError> {
         let tls = tls_config(settings.ca_file.as_deref())?;
-        let mut builder = reqwest::Client::builder();
-        if let Some(Resolver(resolver)) = &settings.resolver {
-            builder = builder.dns_resolver(resolver.clone());
-        }
-        let http = builder
-            .tls_backend_preconfigured(tls)
-            .user_agent(USER_AGENT)
-            .connect_timeout(settings.timeout)
-            .timeout(settings.timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ClientError::Build(e.without_url().to_string()))?;
+        let resolver = settings.resolver.as_ref().map(|r| r.0.clone());
+        // The whole exchange's timeout is `deadlines`, one timer for many requests.
+        let http = transport::Http::new(tls, resolver, settings.timeout);
         Ok(Self {
             http,
+            deadlines: Deadlines::for_timeout(settings.timeout),
             settings,
             limits,
             clock,
@@ -499,8 +496,12 @@ impl Client {
             target.key.sdkappid,
             usersig.expose(),
         );
-        let url = match url::Url::parse(&text) {
-            Ok(url) => url,
+        let request = hyper::Request::post(text)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::USER_AGENT, USER_AGENT)
+            .body(Full::new(Bytes::from_static(b"{}")));
+        let request = match request {
+            Ok(request) => request,
             Err(e) => {
                 return Attempt {
                     result: Err(PollError::Transport(format!("bad base URL: {e}"))),
@@ -509,42 +510,45 @@ impl Client {
             }
         };
         let started = Instant::now();
-        let request = self
-            .http
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body("{}")
-            .send();
         let read = async {
-            let response = request.await?;
+            let response = self.http.send(request).await.map_err(BodyError::Send)?;
             let status = response.status();
-            let body = read_capped(response).await?;
+            let body = transport::read_capped(response, MAX_BODY_BYTES)
+                .await
+                .map_err(BodyError::Read)?;
             Ok::<_, BodyError>((status, body))
         };
-        // reqwest's own timeout covers connect to end of body; this is a backstop.
-        let outcome =
-            tokio::time::timeout(self.settings.timeout + Duration::from_millis(250), read).await;
+        let deadline = self.deadlines.after(self.settings.timeout);
+        let outcome = tokio::select! {
+            biased;
+            outcome = read => Ok(outcome),
+            _ = deadline.cancelled() => Err(()),
+        };
         let elapsed = started.elapsed();
         let attempt = match outcome {
             Err(_) => Attempt {
                 result: Err(PollError::Timeout(self.settings.timeout)),
                 request_id: None,
             },
-            Ok(Err(BodyError::Http(e))) if e.is_timeout() => Attempt {
+            Ok(Err(BodyError::Send(e))) if is_connect_timeout(&e) => Attempt {
                 result: Err(PollError::Timeout(self.settings.timeout)),
                 request_id: None,
             },
-            Ok(Err(BodyError::Http(e))) => Attempt {
-                result: Err(PollError::Transport(describe_reqwest(&e))),
+            Ok(Err(BodyError::Send(e))) => Attempt {
+                result: Err(PollError::Transport(transport::describe(&e))),
                 request_id: None,
             },
-            Ok(Err(BodyError::TooLarge)) => Attempt {
+            Ok(Err(BodyError::Read(e))) => Attempt {
+                result: Err(PollError::Transport(format!("body: {e}"))),
+                request_id: None,
+            },
+            Ok(Ok((_, None))) => Attempt {
                 result: Err(PollError::Decode(format!(
                     "response body larger than {MAX_BODY_BYTES} bytes"
                 ))),
                 request_id: None,
             },
-            Ok(Ok((status, _))) if status == reqwest::StatusCode::TOO_MANY_REQUESTS => Attempt {
+            Ok(Ok((status, _))) if status == hyper::StatusCode::TOO_MANY_REQUESTS => Attempt {
                 result: Err(PollError::RateLimited(ApiAnswer {
                     code: -1,
                     info: "HTTP 429".to_owned(),
@@ -552,13 +556,13 @@ impl Client {
                 })),
                 request_id: None,
             },
-            Ok(Ok((status, _))) if status != reqwest::StatusCode::OK => Attempt {
+            Ok(Ok((status, _))) if status != hyper::StatusCode::OK => Attempt {
                 result: Err(PollError::HttpStatus {
                     status: status.as_u16(),
                 }),
                 request_id: None,
             },
-            Ok(Ok((_, body))) => {
+            Ok(Ok((_, Some(body)))) => {
                 let (result, request_id) = decode_get_callback(&body);
                 Attempt { result, request_id }
             }
@@ -576,54 +580,23 @@ impl Client {
 }
 
 enum BodyError {
-    Http(reqwest::Error),
-    TooLarge,
+    Send(hyper_util::client::legacy::Error),
+    Read(hyper::Error),
 }
 
-impl From<reqwest::Error> for BodyError {
-    fn from(e: reqwest::Error) -> Self {
-        BodyError::Http(e)
-    }
-}
-
-/// Reads at most [`MAX_BODY_BYTES`], refusing early when Content-Length says more.
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_BODY_BYTES as u64)
-    {
-        return Err(BodyError::TooLarge);
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(BodyError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// A transport error with its causes, never with the URL (its query holds the UserSig).
-fn describe_reqwest(e: &reqwest::Error) -> String {
-    let mut text = String::new();
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    let kind = if e.is_connect() {
-        "connect"
-    } else if e.is_request() {
-        "request"
-    } else if e.is_body() || e.is_decode() {
-        "body"
-    } else {
-        "transport"
-    };
-    text.push_str(kind);
+/// A connect that timed out is a timeout, whatever layer noticed it.
+fn is_connect_timeout(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
         source = cause.source();
     }
-    text
+    false
 }
 
 #[cfg(test)]
