@@ -70,6 +70,14 @@ pub struct Grid {
 }
 
 impl Grid {
+    /// A grid of `step` through an origin shared by the whole process: grids whose steps
+    /// divide one another then fire together, so the scheduler, the rate limiter and the
+    /// request deadlines cost one wake-up between them, not one each.
+    pub fn shared(step: Duration) -> Self {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        Self::new(*ORIGIN.get_or_init(Instant::now), step)
+    }
+
     /// A grid of `step` (at least a microsecond) through `origin`.
     pub fn new(origin: Instant, step: Duration) -> Self {
         Self {

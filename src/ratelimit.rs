@@ -38,11 +38,11 @@ fn bucket(per_second: u32) -> NonZeroU32 {
     NonZeroU32::new(((f64::from(per_second) * steps) as u32).max(1)).unwrap_or(NonZeroU32::MIN)
 }
 
-/// Pacing waits end on a grid of a quarter of the bucket: waiting calls wake together, and
-/// the bucket never fills between two wake-ups, so no cell is lost to the grid.
-fn pacing_grid(per_second: u32) -> Grid {
-    let bucket_time = f64::from(bucket(per_second).get()) / f64::from(per_second.max(1));
-    Grid::new(Instant::now(), Duration::from_secs_f64(bucket_time / 4.0))
+/// Pacing waits end on a grid of half a dispatch step: waiting calls wake together (and
+/// with the scheduler, whose grid this divides), and the bucket, two steps deep, never
+/// fills between two wake-ups, so no cell is lost to the grid.
+fn pacing_grid() -> Grid {
+    Grid::shared(crate::scheduler::DISPATCH_STEP / 2)
 }
 
 /// Waits past a window's front end this long after it: the calls sent together with the
@@ -137,7 +137,7 @@ impl RateLimits {
         Self {
             pacing,
             per_second,
-            grid: pacing_grid(per_second),
+            grid: pacing_grid(),
             gate: tokio::sync::Mutex::new(Windows {
                 global: Window::new(per_second),
                 per_app,

@@ -16,7 +16,7 @@
 //! behind does not try to catch up with a burst.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,12 +59,11 @@ pub async fn run(
     let mut plan = plans.borrow_and_update().clone();
     let mut slots = Arc::new(Semaphore::new(plan.max_concurrency.max(1)));
     let mut queue = Queue::default();
-    queue.replan(&plan, Instant::now());
+    queue.replan(plan_keys(&plan), plan.interval, Instant::now());
     let mut warned_behind = false;
-    let origin = Instant::now();
 
     loop {
-        let grid = Grid::new(origin.into_std(), dispatch_step(plan.interval));
+        let grid = Grid::shared(dispatch_step(plan.interval));
         let tick = queue
             .next_due()
             .map(|due| Instant::from_std(grid.at_or_after(due.into_std())));
@@ -80,7 +79,7 @@ pub async fn run(
                 if changed.is_err() { return; }
                 plan = plans.borrow_and_update().clone();
                 slots = Arc::new(Semaphore::new(plan.max_concurrency.max(1)));
-                queue.replan(&plan, Instant::now());
+                queue.replan(plan_keys(&plan), plan.interval, Instant::now());
                 warned_behind = false;
                 continue;
             }
@@ -144,6 +143,10 @@ pub async fn run(
     }
 }
 
+fn plan_keys(plan: &Plan) -> Vec<TargetKey> {
+    plan.targets.iter().map(|t| t.key.clone()).collect()
+}
+
 /// Polls are dispatched on a grid of this step, all that are due at once: one wake-up
 /// for a batch of polls instead of one each, which is most of a poll's CPU at 200/s.
 /// 100 ms at most, and a tenth of the interval, so short intervals keep their spread.
@@ -155,36 +158,41 @@ fn dispatch_step(interval: Duration) -> Duration {
 #[derive(Debug, Default)]
 struct Queue {
     heap: BinaryHeap<Reverse<(Instant, usize)>>,
-    /// Due times by key, kept across re-plans so a reload does not reset the schedule.
-    due_by_key: BTreeMap<TargetKey, Instant>,
+    /// Each target's next due time, by index into `keys`; kept across re-plans (by key) so
+    /// a reload does not reset the schedule.
+    due: Vec<Instant>,
     keys: Vec<TargetKey>,
 }
 
 impl Queue {
     /// Takes a new plan: targets that stay keep their next due time, new ones are spread
     /// evenly over one interval from `now`.
-    fn replan(&mut self, plan: &Plan, now: Instant) {
-        let previous = std::mem::take(&mut self.due_by_key);
+    fn replan(&mut self, keys: Vec<TargetKey>, interval: Duration, now: Instant) {
+        let old_keys = std::mem::take(&mut self.keys);
+        let old_due = std::mem::take(&mut self.due);
+        let previous: HashMap<&TargetKey, Instant> = old_keys.iter().zip(old_due).collect();
         self.heap.clear();
-        self.keys = plan.targets.iter().map(|t| t.key.clone()).collect();
-        let new: Vec<usize> = (0..plan.targets.len())
-            .filter(|i| !previous.contains_key(&self.keys[*i]))
-            .collect();
-        let spacing = plan
-            .interval
-            .checked_div(new.len().max(1) as u32)
+        self.keys = keys;
+        let new_count = self
+            .keys
+            .iter()
+            .filter(|key| !previous.contains_key(key))
+            .count();
+        let spacing = interval
+            .checked_div(new_count.max(1) as u32)
             .unwrap_or_default();
+        let mut position = 0;
         for (index, key) in self.keys.iter().enumerate() {
             let due = match previous.get(key) {
                 // A shorter new interval must not leave a target waiting for the old one.
-                Some(due) => (*due).min(now + plan.interval),
+                Some(due) => (*due).min(now + interval),
                 None => {
-                    let position = new.iter().position(|i| *i == index).unwrap_or(0) as u32;
-                    now + spacing * position
+                    position += 1;
+                    now + spacing * (position - 1)
                 }
             };
             self.heap.push(Reverse((due, index)));
-            self.due_by_key.insert(key.clone(), due);
+            self.due.push(due);
         }
     }
 
@@ -201,9 +209,84 @@ impl Queue {
     }
 
     fn push(&mut self, due: Instant, index: usize) {
-        if let Some(key) = self.keys.get(index) {
-            self.due_by_key.insert(key.clone(), due);
+        if let Some(slot) = self.due.get_mut(index) {
+            *slot = due;
         }
         self.heap.push(Reverse((due, index)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(names: &[&str]) -> Vec<TargetKey> {
+        names
+            .iter()
+            .map(|name| TargetKey {
+                app: (*name).to_owned(),
+                sdkappid: 1,
+                region: "r".to_owned(),
+            })
+            .collect()
+    }
+
+    fn drain(queue: &mut Queue, tick: Instant) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some((_, index)) = queue.pop_due(tick) {
+            out.push(queue.keys[index].app.clone());
+        }
+        out
+    }
+
+    #[test]
+    fn new_targets_are_spread_over_the_interval_and_kept_across_replans() {
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut queue = Queue::default();
+        queue.replan(keys(&["a", "b", "c", "d"]), 4 * second, now);
+        let mut due: Vec<_> = queue.due.clone();
+        due.sort();
+        assert_eq!(
+            due,
+            vec![now, now + second, now + 2 * second, now + 3 * second]
+        );
+
+        // "b" was polled and is next due at +5 s; a reload adds "e" and drops "d".
+        let b = queue.keys.iter().position(|k| k.app == "b").expect("b");
+        queue.push(now + 5 * second, b);
+        queue.replan(keys(&["a", "b", "c", "e"]), 4 * second, now);
+        let due_of = |q: &Queue, app: &str| {
+            let i = q.keys.iter().position(|k| k.app == app).expect("key");
+            q.due[i]
+        };
+        assert_eq!(due_of(&queue, "a"), now);
+        // A shorter interval than the wait left: no longer than one new interval.
+        assert_eq!(due_of(&queue, "b"), now + 4 * second);
+        assert_eq!(due_of(&queue, "c"), now + 2 * second);
+        // The only new target starts at once.
+        assert_eq!(due_of(&queue, "e"), now);
+        assert_eq!(queue.heap.len(), 4, "dropped targets leave the queue");
+    }
+
+    #[test]
+    fn pop_due_takes_everything_due_by_the_tick_in_order() {
+        let now = Instant::now();
+        let mut queue = Queue::default();
+        queue.replan(keys(&["a", "b", "c", "d"]), Duration::from_millis(400), now);
+        let tick = now + Duration::from_millis(150);
+        assert_eq!(drain(&mut queue, tick), vec!["a", "b"]);
+        assert_eq!(queue.next_due(), Some(now + Duration::from_millis(200)));
+    }
+
+    #[test]
+    fn the_dispatch_step_is_a_tenth_of_the_interval_within_bounds() {
+        for (interval_ms, step_ms) in [(0, 1), (5, 1), (100, 10), (1000, 100), (60_000, 100)] {
+            assert_eq!(
+                dispatch_step(Duration::from_millis(interval_ms)),
+                Duration::from_millis(step_ms),
+                "interval {interval_ms} ms"
+            );
+        }
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Grid;
+use crate::scheduler::DISPATCH_STEP;
 
 #[derive(Debug)]
 pub(crate) struct Deadlines {
@@ -21,11 +22,12 @@ pub(crate) struct Deadlines {
 
 impl Deadlines {
     /// Deadlines for requests that time out after `timeout`: a fiftieth of it late at
-    /// most (between 1 ms and 250 ms).
+    /// most, and no more than the scheduler's step, so that the step's timers fire with
+    /// the scheduler's (see [`Grid::shared`]).
     pub(crate) fn for_timeout(timeout: Duration) -> Self {
-        let step = (timeout / 50).clamp(Duration::from_millis(1), Duration::from_millis(250));
+        let step = (timeout / 50).clamp(Duration::from_millis(1), DISPATCH_STEP);
         Self {
-            grid: Grid::new(Instant::now(), step),
+            grid: Grid::shared(step),
             pending: Mutex::new(BTreeMap::new()),
         }
     }
