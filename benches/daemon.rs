@@ -3,7 +3,8 @@
 //! `cargo bench --bench daemon` builds the release binary, starts the simulated Chat API in
 //! this process and the daemon as a separate process (so the simulator's cost is not
 //! counted), and prints one table of medians. `BENCH_RUNS=N` sets the runs per figure
-//! (default 3); `BENCH_QUICK=1` shortens the long measurements for a smoke run.
+//! (default 3); `BENCH_QUICK=1` shortens the long measurements for a smoke run;
+//! `BENCH_ONLY=cpu` measures CPU per poll alone.
 //! Everything stays on 127.0.0.1.
 
 use std::net::SocketAddr;
@@ -338,6 +339,23 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "cpu") {
+        // One figure, for iterating on it: `BENCH_ONLY=cpu cargo bench --bench daemon`.
+        let cpu: Vec<f64> = runtime.block_on(async {
+            let mut cpu = Vec::new();
+            for _ in 0..runs {
+                cpu.push(cpu_per_poll(long).await);
+            }
+            cpu
+        });
+        let shown: Vec<String> = cpu.iter().map(|v| format!("{v:.1}")).collect();
+        println!(
+            "CPU per completed poll at 200 polls/s: median {:.1} us ({})",
+            median(cpu),
+            shown.join(", ")
+        );
+        return;
+    }
     runtime.block_on(async {
         let mut windows = Vec::new();
         let mut rates = Vec::new();
