@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use hyper::StatusCode;
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT as USER_AGENT_HEADER};
 use rand::Rng;
 use serde::Deserialize;
 
@@ -29,6 +30,12 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("calldrift/", env!("CARGO_PKG_VERSION"));
+
+/// Headers of every request besides `Host`.
+static REQUEST_HEADERS: [(HeaderName, HeaderValue); 2] = [
+    (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+    (USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT)),
+];
 
 /// ErrorCode meaning "no callback configuration exists".
 pub const CODE_NO_CONFIG: i64 = 100_301;
@@ -344,14 +351,14 @@ pub fn decode_get_callback(body: &[u8]) -> (Result<Observed, PollError>, Option<
             );
         }
     };
-    let request_id = envelope.request_id.clone();
+    let request_id = envelope.request_id;
     let Some(code) = envelope.error_code else {
         return (
             Err(PollError::Decode("no ErrorCode in the answer".to_owned())),
             request_id,
         );
     };
-    let answer = ApiAnswer {
+    let answer = || ApiAnswer {
         code,
         info: envelope.error_info.unwrap_or_default(),
         request_id: request_id.clone(),
@@ -370,11 +377,11 @@ pub fn decode_get_callback(body: &[u8]) -> (Result<Observed, PollError>, Option<
             )),
         },
         CODE_NO_CONFIG => Ok(Observed::Absent),
-        c if RATE_LIMITED.contains(&c) => Err(PollError::RateLimited(answer)),
-        c if AUTH.contains(&c) || USERSIG_EXPIRED.contains(&c) => Err(PollError::Auth(answer)),
-        c if TRANSIENT.contains(&c) => Err(PollError::Transient(answer)),
-        c if CLIENT_BUG.contains(&c) => Err(PollError::ClientBug(answer)),
-        _ => Err(PollError::Api(answer)),
+        c if RATE_LIMITED.contains(&c) => Err(PollError::RateLimited(answer())),
+        c if AUTH.contains(&c) || USERSIG_EXPIRED.contains(&c) => Err(PollError::Auth(answer())),
+        c if TRANSIENT.contains(&c) => Err(PollError::Transient(answer())),
+        c if CLIENT_BUG.contains(&c) => Err(PollError::ClientBug(answer())),
+        _ => Err(PollError::Api(answer())),
     };
     (result, request_id)
 }
@@ -490,41 +497,27 @@ impl Client {
         // are digits, the UserSig alphabet (letters, digits, `*`, `-`, `_`, all safe in a
         // query) and the identifier, which is encoded. URL handling was a fifth of a poll's
         // CPU.
-        let mut text = String::with_capacity(base.len() + usersig.expose().len() + 160);
-        text.push_str(base);
-        text.push_str("/v4/call_config/get_callback?sdkappid=");
-        text.push_str(&target.key.sdkappid.to_string());
-        text.push_str("&identifier=");
-        text.extend(url::form_urlencoded::byte_serialize(
+        let mut path = String::with_capacity(usersig.expose().len() + 160);
+        path.push_str("/v4/call_config/get_callback?sdkappid=");
+        path.push_str(&target.key.sdkappid.to_string());
+        path.push_str("&identifier=");
+        path.extend(url::form_urlencoded::byte_serialize(
             target.identifier.as_bytes(),
         ));
-        text.push_str("&usersig=");
-        text.push_str(usersig.expose());
-        text.push_str("&random=");
-        text.push_str(&random.to_string());
-        text.push_str("&contenttype=json");
-        let request = hyper::Request::post(text)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::USER_AGENT, USER_AGENT)
-            .body(Full::new(Bytes::from_static(b"{}")));
-        let request = match request {
-            Ok(request) => request,
-            Err(e) => {
-                return Attempt {
-                    result: Err(PollError::Transport(format!("bad base URL: {e}"))),
-                    request_id: None,
-                };
-            }
-        };
+        path.push_str("&usersig=");
+        path.push_str(usersig.expose());
+        path.push_str("&random=");
+        path.push_str(&random.to_string());
+        path.push_str("&contenttype=json");
         let started = Instant::now();
-        let read = async {
-            let response = self.http.send(request).await.map_err(BodyError::Send)?;
-            let status = response.status();
-            let body = transport::read_capped(response, MAX_BODY_BYTES)
-                .await
-                .map_err(BodyError::Read)?;
-            Ok::<_, BodyError>((status, body))
-        };
+        // Boxed, so the select below moves a pointer, not the exchange's large state.
+        let read = Box::pin(self.http.post(
+            base,
+            &path,
+            &REQUEST_HEADERS,
+            Bytes::from_static(b"{}"),
+            MAX_BODY_BYTES,
+        ));
         let deadline = self.deadlines.after(self.settings.timeout);
         let outcome = tokio::select! {
             biased;
@@ -537,39 +530,39 @@ impl Client {
                 result: Err(PollError::Timeout(self.settings.timeout)),
                 request_id: None,
             },
-            Ok(Err(BodyError::Send(e))) if is_connect_timeout(&e) => Attempt {
+            Ok(Err(e)) if e.is_timeout() => Attempt {
                 result: Err(PollError::Timeout(self.settings.timeout)),
                 request_id: None,
             },
-            Ok(Err(BodyError::Send(e))) => Attempt {
-                result: Err(PollError::Transport(transport::describe(&e))),
+            Ok(Err(e)) => Attempt {
+                result: Err(PollError::Transport(e.describe())),
                 request_id: None,
             },
-            Ok(Err(BodyError::Read(e))) => Attempt {
-                result: Err(PollError::Transport(format!("body: {e}"))),
-                request_id: None,
-            },
-            Ok(Ok((_, None))) => Attempt {
+            Ok(Ok(transport::Answer { body: None, .. })) => Attempt {
                 result: Err(PollError::Decode(format!(
                     "response body larger than {MAX_BODY_BYTES} bytes"
                 ))),
                 request_id: None,
             },
-            Ok(Ok((status, _))) if status == hyper::StatusCode::TOO_MANY_REQUESTS => Attempt {
-                result: Err(PollError::RateLimited(ApiAnswer {
-                    code: -1,
-                    info: "HTTP 429".to_owned(),
+            Ok(Ok(transport::Answer { status, .. })) if status == StatusCode::TOO_MANY_REQUESTS => {
+                Attempt {
+                    result: Err(PollError::RateLimited(ApiAnswer {
+                        code: -1,
+                        info: "HTTP 429".to_owned(),
+                        request_id: None,
+                    })),
                     request_id: None,
-                })),
-                request_id: None,
-            },
-            Ok(Ok((status, _))) if status != hyper::StatusCode::OK => Attempt {
+                }
+            }
+            Ok(Ok(transport::Answer { status, .. })) if status != StatusCode::OK => Attempt {
                 result: Err(PollError::HttpStatus {
                     status: status.as_u16(),
                 }),
                 request_id: None,
             },
-            Ok(Ok((_, Some(body)))) => {
+            Ok(Ok(transport::Answer {
+                body: Some(body), ..
+            })) => {
                 let (result, request_id) = decode_get_callback(&body);
                 Attempt { result, request_id }
             }
@@ -584,26 +577,6 @@ impl Client {
             .request_done(&target.key.region, elapsed, failure);
         attempt
     }
-}
-
-enum BodyError {
-    Send(hyper_util::client::legacy::Error),
-    Read(hyper::Error),
-}
-
-/// A connect that timed out is a timeout, whatever layer noticed it.
-fn is_connect_timeout(error: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
 }
 
 #[cfg(test)]
