@@ -173,6 +173,8 @@ pub fn main() -> ExitCode {
 /// tasks hopping between worker threads cost more CPU (futex wake-ups, context switches)
 /// than the polls themselves. File IO and bcrypt run on tokio's blocking pool.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Fixed just before tokio's timer wheel starts, so that grid timers line up with it.
+    crate::clock::grid_origin();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

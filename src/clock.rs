@@ -61,6 +61,27 @@ impl Clock for ManualClock {
     }
 }
 
+/// The origin of [`Grid::shared`], fixed by the first call.
+///
+/// Call it just before building the tokio runtime: tokio's timer wheel counts whole
+/// milliseconds from the runtime's start and wakes at the start of each 64 ms block that
+/// holds a later timer, to re-file it. With the origin a fraction of a millisecond before
+/// that start, grid instants whose steps are powers of two milliseconds land exactly on
+/// those block starts, so such a wake-up is the timer's own, not an extra one.
+pub fn grid_origin() -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+/// The largest power-of-two number of milliseconds not above `at_most` (1 ms at least):
+/// a step that divides, or is a multiple of, tokio's 64 ms timer-wheel blocks.
+pub fn power_of_two_ms(at_most: Duration) -> Duration {
+    let ms = u64::try_from(at_most.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    Duration::from_millis(1 << (63 - ms.leading_zeros()))
+}
+
 /// Instants `origin + k·step`. Timers set on a grid fire together, so tasks due at about
 /// the same time share one wake-up of the runtime instead of having one each.
 #[derive(Debug, Clone, Copy)]
@@ -74,8 +95,7 @@ impl Grid {
     /// divide one another then fire together, so the scheduler, the rate limiter and the
     /// request deadlines cost one wake-up between them, not one each.
     pub fn shared(step: Duration) -> Self {
-        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        Self::new(*ORIGIN.get_or_init(Instant::now), step)
+        Self::new(grid_origin(), step)
     }
 
     /// A grid of `step` (at least a microsecond) through `origin`.
@@ -120,6 +140,25 @@ mod tests {
         // Before the origin: the origin.
         if let Some(before) = origin.checked_sub(Duration::from_secs(1)) {
             assert_eq!(grid.at_or_after(before), origin);
+        }
+    }
+
+    #[test]
+    fn power_of_two_steps() {
+        for (at_most, step) in [
+            (0, 1),
+            (1, 1),
+            (3, 2),
+            (64, 64),
+            (100, 64),
+            (128, 128),
+            (5000, 4096),
+        ] {
+            assert_eq!(
+                power_of_two_ms(Duration::from_millis(at_most)),
+                Duration::from_millis(step),
+                "{at_most} ms"
+            );
         }
     }
 

@@ -7,7 +7,7 @@
 //! `calldrift_schedule_lag_seconds` says by how much, and one warning says what interval is
 //! really achieved.
 //!
-//! Dispatch runs on a grid (a twentieth of the interval, at most 50 ms): everything due by a
+//! Dispatch runs on a grid (a fifth of the interval, at most 128 ms): everything due by a
 //! grid instant goes out at that instant, so the loop and the rate limiter wake once for a
 //! handful of polls.
 //!
@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::Grid;
+use crate::clock::{Grid, power_of_two_ms};
 use crate::config::{Target, TargetKey};
 use crate::metrics::Metrics;
 use crate::status::Status;
@@ -41,8 +41,9 @@ pub struct Plan {
     pub client: Arc<Client>,
 }
 
-/// The longest dispatch step; the rate limiter's bucket holds two steps of calls.
-pub const DISPATCH_STEP: Duration = Duration::from_millis(100);
+/// The longest dispatch step, two of tokio's 64 ms timer-wheel blocks; the rate limiter's
+/// bucket holds two steps of calls.
+pub const DISPATCH_STEP: Duration = Duration::from_millis(128);
 
 /// Lag below this counts as on time; it is the loop's own dispatch jitter.
 const ON_TIME: Duration = Duration::from_millis(1);
@@ -64,9 +65,16 @@ pub async fn run(
 
     loop {
         let grid = Grid::shared(dispatch_step(plan.interval));
-        let tick = queue
-            .next_due()
-            .map(|due| Instant::from_std(grid.at_or_after(due.into_std())));
+        // Work already due (the first poll after start or reload, or a loop behind) goes
+        // at once; waiting for the grid only pays when polls are ahead of schedule.
+        let now = Instant::now();
+        let tick = queue.next_due().map(|due| {
+            if due <= now {
+                now
+            } else {
+                Instant::from_std(grid.at_or_after(due.into_std()))
+            }
+        });
         let until_tick = async {
             match tick {
                 Some(tick) => tokio::time::sleep_until(tick).await,
@@ -131,7 +139,9 @@ pub async fn run(
             let status = status.clone();
             let in_flight = in_flight.clone();
             tracker.spawn(async move {
-                let outcome = client.get_callback(&target).await;
+                // Boxed: a poll's future is large, and a task moves its future several times
+                // (spawn, completion); moving a pointer costs nothing.
+                let outcome = Box::pin(client.get_callback(&target)).await;
                 status.record(&target.key, &outcome);
                 in_flight
                     .lock()
@@ -149,9 +159,10 @@ fn plan_keys(plan: &Plan) -> Vec<TargetKey> {
 
 /// Polls are dispatched on a grid of this step, all that are due at once: one wake-up
 /// for a batch of polls instead of one each, which is most of a poll's CPU at 200/s.
-/// 100 ms at most, and a tenth of the interval, so short intervals keep their spread.
+/// A fifth of the interval at most, so short intervals keep their spread, rounded down to
+/// a power of two milliseconds (see [`crate::clock::grid_origin`]).
 fn dispatch_step(interval: Duration) -> Duration {
-    (interval / 10).clamp(Duration::from_millis(1), DISPATCH_STEP)
+    power_of_two_ms((interval / 5).min(DISPATCH_STEP))
 }
 
 /// Targets ordered by their next due time.
@@ -280,8 +291,8 @@ mod tests {
     }
 
     #[test]
-    fn the_dispatch_step_is_a_tenth_of_the_interval_within_bounds() {
-        for (interval_ms, step_ms) in [(0, 1), (5, 1), (100, 10), (1000, 100), (60_000, 100)] {
+    fn the_dispatch_step_is_a_fifth_of_the_interval_in_power_of_two_milliseconds() {
+        for (interval_ms, step_ms) in [(0, 1), (5, 1), (100, 16), (1000, 128), (60_000, 128)] {
             assert_eq!(
                 dispatch_step(Duration::from_millis(interval_ms)),
                 Duration::from_millis(step_ms),

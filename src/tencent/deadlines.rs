@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Grid;
+use crate::clock::{Grid, power_of_two_ms};
 use crate::scheduler::DISPATCH_STEP;
 
 #[derive(Debug)]
@@ -21,11 +21,11 @@ pub(crate) struct Deadlines {
 }
 
 impl Deadlines {
-    /// Deadlines for requests that time out after `timeout`: a fiftieth of it late at
-    /// most, and no more than the scheduler's step, so that the step's timers fire with
-    /// the scheduler's (see [`Grid::shared`]).
+    /// Deadlines for requests that time out after `timeout`: a thirty-second of it late at
+    /// most, and no more than the scheduler's step, in power-of-two milliseconds, so that
+    /// the step's timers fire with the scheduler's (see [`crate::clock::grid_origin`]).
     pub(crate) fn for_timeout(timeout: Duration) -> Self {
-        let step = (timeout / 50).clamp(Duration::from_millis(1), DISPATCH_STEP);
+        let step = power_of_two_ms((timeout / 32).min(DISPATCH_STEP));
         Self {
             grid: Grid::shared(step),
             pending: Mutex::new(BTreeMap::new()),
