@@ -441,6 +441,22 @@ async fn bad_answers_are_clear_errors_and_retries_stay_bounded() {
     sim.assert_no_malformed();
 }
 
+/// `calldrift check -c PATH --format json`, with none of this process's proxy variables.
+fn check_json_without_proxies(path: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_calldrift"));
+    command.args([
+        "check",
+        "-c",
+        path.to_str().expect("utf8"),
+        "--format",
+        "json",
+    ]);
+    for name in ["ALL_PROXY", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"] {
+        command.env_remove(name).env_remove(name.to_lowercase());
+    }
+    command
+}
+
 #[tokio::test]
 async fn proxy_environment_variables_are_honoured() {
     // The "proxy" is a second simulator holding a different config for the same app: an
@@ -460,19 +476,10 @@ async fn proxy_environment_variables_are_honoured() {
     let run = |no_proxy: Option<&'static str>| {
         let (path, proxy_url) = (path.clone(), proxy.base());
         tokio::task::spawn_blocking(move || {
-            let mut command = Command::new(env!("CARGO_BIN_EXE_calldrift"));
-            command.args([
-                "check",
-                "-c",
-                path.to_str().expect("utf8"),
-                "--format",
-                "json",
-            ]);
+            let mut command = check_json_without_proxies(&path);
             command
                 .env("HTTP_PROXY", &proxy_url)
-                .env("http_proxy", &proxy_url)
-                .env_remove("NO_PROXY")
-                .env_remove("no_proxy");
+                .env("http_proxy", &proxy_url);
             if let Some(list) = no_proxy {
                 command.env("NO_PROXY", list);
             }
@@ -584,17 +591,7 @@ async fn https_through_a_proxy_is_tunnelled_with_the_proxy_credentials() {
     );
     std::fs::write(&path, yaml).expect("write");
     let out = tokio::task::spawn_blocking(move || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_calldrift"));
-        command.args([
-            "check",
-            "-c",
-            path.to_str().expect("utf8"),
-            "--format",
-            "json",
-        ]);
-        for name in ["ALL_PROXY", "HTTP_PROXY", "NO_PROXY"] {
-            command.env_remove(name).env_remove(name.to_lowercase());
-        }
+        let mut command = check_json_without_proxies(&path);
         let proxy_url = format!("http://user:pw@{proxy}");
         command
             .env("HTTPS_PROXY", &proxy_url)
