@@ -464,10 +464,10 @@ mod tests {
                     let mut chunk = [0u8; 4096];
                     loop {
                         // Requests carry a 2-byte body after the head.
-                        while !buffer
+                        while buffer
                             .windows(4)
                             .position(|w| w == b"\r\n\r\n")
-                            .is_some_and(|end| buffer.len() >= end + 6)
+                            .is_none_or(|end| buffer.len() < end + 6)
                         {
                             match socket.read(&mut chunk).await {
                                 Ok(0) | Err(_) => return,
