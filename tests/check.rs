@@ -533,42 +533,84 @@ async fn tls_front(
     addr
 }
 
-/// A CONNECT proxy that tunnels every request to `to`, keeping each request head it saw.
-async fn connect_proxy(to: SocketAddr) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+/// A request head, read byte by byte so nothing after it is consumed; `None` at EOF.
+async fn read_head(client: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(head)
+}
+
+/// `check` on the config at `path` with `variable` (and its lower-case form) naming the
+/// proxy at `proxy` with the credentials user:pw; its output and JSON report.
+async fn check_through_proxy(
+    path: std::path::PathBuf,
+    variable: &'static str,
+    proxy: SocketAddr,
+) -> (std::process::Output, serde_json::Value) {
+    let out = tokio::task::spawn_blocking(move || {
+        let proxy_url = format!("http://user:pw@{proxy}");
+        check_json_without_proxies(&path)
+            .env(variable, &proxy_url)
+            .env(variable.to_lowercase(), &proxy_url)
+            .output()
+            .expect("run")
+    })
+    .await
+    .expect("join");
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out, report)
+}
+
+type Heads = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A proxy on loopback that keeps each request head it reads, then hands the connection
+/// to `serve`.
+async fn recording_proxy<F, Fut>(serve: F) -> (SocketAddr, Heads)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let heads: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let heads: Heads = Arc::default();
     let seen = heads.clone();
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
-            let heads = heads.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match client.read(&mut byte).await {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                heads
-                    .lock()
-                    .expect("lock")
-                    .push(String::from_utf8_lossy(&head).into_owned());
-                let Ok(mut upstream) = TcpStream::connect(to).await else {
-                    return;
-                };
-                if client
-                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    .await
-                    .is_ok()
-                {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                }
-            });
+            let Some(head) = read_head(&mut client).await else {
+                continue;
+            };
+            heads
+                .lock()
+                .expect("lock")
+                .push(String::from_utf8_lossy(&head).into_owned());
+            tokio::spawn(serve(client));
         }
     });
     (addr, seen)
+}
+
+/// A CONNECT proxy that tunnels every request to `to`.
+async fn connect_proxy(to: SocketAddr) -> (SocketAddr, Heads) {
+    recording_proxy(move |mut client| async move {
+        let Ok(mut upstream) = TcpStream::connect(to).await else {
+            return;
+        };
+        if client
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await
+            .is_ok()
+        {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -590,19 +632,7 @@ async fn https_through_a_proxy_is_tunnelled_with_the_proxy_credentials() {
         app_yaml("a", 1, "")
     );
     std::fs::write(&path, yaml).expect("write");
-    let out = tokio::task::spawn_blocking(move || {
-        let mut command = check_json_without_proxies(&path);
-        let proxy_url = format!("http://user:pw@{proxy}");
-        command
-            .env("HTTPS_PROXY", &proxy_url)
-            .env("https_proxy", &proxy_url)
-            .output()
-            .expect("run")
-    })
-    .await
-    .expect("join");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let (out, report) = check_through_proxy(path, "HTTPS_PROXY", proxy).await;
     assert_eq!(
         report["targets"][0]["observed"]["url"], GOOD_URL,
         "{report}"
@@ -624,4 +654,55 @@ async fn https_through_a_proxy_is_tunnelled_with_the_proxy_credentials() {
         );
     }
     sim.assert_no_malformed();
+}
+
+/// An HTTP proxy that answers every request itself with a clean configuration.
+async fn answering_proxy() -> (SocketAddr, Heads) {
+    recording_proxy(|mut client| async move {
+        let mut body = [0u8; 2];
+        if client.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let json = format!(
+            "{{\"ActionStatus\":\"OK\",\"ErrorCode\":0,\"ErrorInfo\":\"\",\"RequestId\":\"r\",\
+             \"Response\":{{\"Url\":\"{GOOD_URL}\",\"CallbackCommandList\":[\"{START}\",\"{END}\"]}}}}"
+        );
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{json}",
+            json.len()
+        );
+        let _ = client.write_all(answer.as_bytes()).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn http_through_a_proxy_goes_in_absolute_form_with_the_proxy_credentials() {
+    let (proxy, heads) = answering_proxy().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.yaml");
+    // Nothing listens on the gateway's port: only the proxy can answer.
+    let yaml = format!(
+        "regions:\n  sim: \"http://gateway.localhost:9\"\napps:\n{}",
+        app_yaml("a", 1, "")
+    );
+    std::fs::write(&path, yaml).expect("write");
+    let (out, report) = check_through_proxy(path, "HTTP_PROXY", proxy).await;
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let heads = heads.lock().expect("lock").clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    let head = &heads[0];
+    assert!(
+        head.starts_with("POST http://gateway.localhost:9/v4/call_config/get_callback?sdkappid=1&"),
+        "{head}"
+    );
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("\r\nhost: gateway.localhost:9\r\n"),
+        "{head}"
+    );
+    assert!(
+        lower.contains("\r\nproxy-authorization: basic dxnlcjpwdw==\r\n"),
+        "{head}"
+    );
 }
