@@ -68,8 +68,9 @@ pub async fn run(
         // Work already due (the first poll after start or reload, or a loop behind) goes
         // at once; waiting for the grid only pays when polls are ahead of schedule.
         let now = Instant::now();
+        let behind = queue.next_due().is_some_and(|due| due <= now);
         let tick = queue.next_due().map(|due| {
-            if due <= now {
+            if behind {
                 now
             } else {
                 Instant::from_std(grid.at_or_after(due.into_std()))
@@ -114,7 +115,9 @@ pub async fn run(
                 slot = slots.clone().acquire_owned() => match slot { Ok(slot) => slot, Err(_) => return },
             };
             let now = Instant::now();
-            let lag = now.saturating_duration_since(tick);
+            // Late against the grid instant it was deferred to, or, behind, against its due
+            // time.
+            let lag = now.saturating_duration_since(if behind { due } else { tick });
             metrics.schedule_lag.set(if lag < ON_TIME {
                 0.0
             } else {
