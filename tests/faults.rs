@@ -230,16 +230,6 @@ async fn every_fault_is_contained_counted_and_recovered_from() {
             case.region
         );
         assert_eq!(
-            m.target(
-                "calldrift_drift",
-                case.region,
-                &[("check", "config_missing")]
-            ),
-            Some(0.0),
-            "{}: no false config_missing",
-            case.region
-        );
-        assert_eq!(
             m.target("calldrift_callback_config_present", case.region, &[]),
             Some(1.0),
             "{}",

@@ -77,6 +77,15 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Loads `baseline` as a config in `dir` and asserts that `check` finds no drift in it.
+async fn assert_checks_clean(dir: &Path, baseline: &str) {
+    let (_, loaded) = load_config(dir, baseline);
+    let report = check::run(&loaded.config, &loaded.secrets, &[], Arc::new(SystemClock))
+        .await
+        .expect("check");
+    assert_eq!(report.exit_code(), 0, "{}\n{baseline}", report.to_text());
+}
+
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf8 path")
 }
@@ -107,16 +116,7 @@ async fn a_snapshot_of_drifting_apps_checks_clean_and_keeps_the_file() {
     snapshot::write(&out, &snap).expect("written");
     let text = std::fs::read_to_string(&out).expect("read");
 
-    let (_, baseline) = load_config(dir.path(), &text);
-    let after = check::run(
-        &baseline.config,
-        &baseline.secrets,
-        &[],
-        Arc::new(SystemClock),
-    )
-    .await
-    .expect("check");
-    assert_eq!(after.exit_code(), 0, "{}\n{text}", after.to_text());
+    assert_checks_clean(dir.path(), &text).await;
 
     for kept in [
         "# production callbacks\n",
@@ -278,16 +278,7 @@ async fn two_regions(
         Arc::new(SystemClock),
     )
     .await?;
-    let (_, baseline) = load_config(dir.path(), &snap.text);
-    let report = check::run(
-        &baseline.config,
-        &baseline.secrets,
-        &[],
-        Arc::new(SystemClock),
-    )
-    .await
-    .expect("check");
-    assert_eq!(report.exit_code(), 0, "{}", report.to_text());
+    assert_checks_clean(dir.path(), &snap.text).await;
     Ok(snap.text)
 }
 
