@@ -68,8 +68,9 @@ pub async fn run(
         // Work already due (the first poll after start or reload, or a loop behind) goes
         // at once; waiting for the grid only pays when polls are ahead of schedule.
         let now = Instant::now();
-        let behind = queue.next_due().is_some_and(|due| due <= now);
-        let tick = queue.next_due().map(|due| {
+        let next_due = queue.next_due();
+        let behind = next_due.is_some_and(|due| due <= now);
+        let tick = next_due.map(|due| {
             if behind {
                 now
             } else {

@@ -77,49 +77,7 @@ impl Service<Name> for Dns {
 }
 
 /// A connection, direct, tunnelled or to an HTTP proxy.
-pub struct Conn {
-    stream: MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>,
-}
-
-impl hyper::rt::Read for Conn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for Conn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-}
+type Conn = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
 
 /// Opens connections: direct, tunnelled through an HTTPS proxy's CONNECT, or to an HTTP
 /// proxy for `http://` destinations.
@@ -156,19 +114,16 @@ impl Service<Uri> for Connector {
         let this = self.clone();
         Box::pin(async move {
             let Some(proxy) = proxy else {
-                let stream = this.direct.clone().call(destination).await?;
-                return Ok(Conn { stream });
+                return this.direct.clone().call(destination).await;
             };
             if destination.scheme() == Some(&Scheme::HTTPS) {
                 let mut tunnel = Tunnel::new(proxy.uri().clone(), this.tcp.clone());
                 if let Some(auth) = proxy.basic_auth() {
                     tunnel = tunnel.with_auth(auth.clone());
                 }
-                let stream = over_tls(&this.tls, tunnel).call(destination).await?;
-                Ok(Conn { stream })
+                over_tls(&this.tls, tunnel).call(destination).await
             } else {
-                let stream = this.direct.clone().call(proxy.uri().clone()).await?;
-                Ok(Conn { stream })
+                this.direct.clone().call(proxy.uri().clone()).await
             }
         })
     }
@@ -261,7 +216,6 @@ pub struct Answer {
 /// calldrift talks to a few fixed bases, so the pool is a list per base.
 pub struct Http {
     connector: Connector,
-    proxies: Option<Arc<Matcher>>,
     destinations: Mutex<HashMap<String, Arc<Destination>>>,
     idle: Mutex<HashMap<String, Vec<Idle>>>,
 }
@@ -280,16 +234,14 @@ impl Http {
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(connect_timeout));
-        let proxies = proxy_variables_set().then(|| Arc::new(Matcher::from_env()));
         let connector = Connector {
             direct: over_tls(&tls, tcp.clone()),
             tls: Arc::new(tls),
             tcp,
-            proxies: proxies.clone(),
+            proxies: proxy_variables_set().then(|| Arc::new(Matcher::from_env())),
         };
         Self {
             connector,
-            proxies,
             destinations: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),
         }
@@ -306,7 +258,7 @@ impl Http {
             .ok_or_else(|| Error::Url("no host".to_owned()))?;
         let host =
             HeaderValue::from_str(authority.as_str()).map_err(|e| Error::Url(format!("{e}")))?;
-        let forward = match &self.proxies {
+        let forward = match &self.connector.proxies {
             Some(proxies) if uri.scheme() == Some(&Scheme::HTTP) => proxies
                 .intercept(&uri)
                 .map(|proxy| proxy.basic_auth().cloned()),
