@@ -21,16 +21,8 @@ use crate::sim::{Scenario, Simulator};
 use crate::tencent::usersig::{self, SecretKey};
 use crate::web;
 
-/// Version and git revision, as `--version` prints them.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (revision ",
-    env!("CALLDRIFT_REVISION"),
-    ")"
-);
-
 #[derive(Debug, Parser)]
-#[command(name = "calldrift", version = VERSION, about = "Watches the TUICallKit callback configuration of Tencent Cloud Chat apps")]
+#[command(name = "calldrift", version = crate::VERSION, about = "Watches the TUICallKit callback configuration of Tencent Cloud Chat apps")]
 pub struct Cli {
     /// Log level or RUST_LOG-style filter; overrides the config file and RUST_LOG.
     #[arg(long, global = true)]

@@ -73,6 +73,11 @@ pub fn grid_origin() -> Instant {
     *ORIGIN.get_or_init(Instant::now)
 }
 
+/// The longest step between the scheduler's dispatches, two of tokio's 64 ms timer-wheel
+/// blocks. The rate limiter's bucket holds two steps of calls and its grid and the request
+/// deadlines' are derived from it, so it lives here, below all three.
+pub const DISPATCH_STEP: Duration = Duration::from_millis(128);
+
 /// The largest power-of-two number of milliseconds not above `at_most` (1 ms at least):
 /// a step that divides, or is a multiple of, tokio's 64 ms timer-wheel blocks.
 pub fn power_of_two_ms(at_most: Duration) -> Duration {
@@ -111,10 +116,19 @@ impl Grid {
     }
 
     /// The first grid instant not before `instant` (the origin for anything before it).
+    ///
+    /// Exact for any uptime: the step count is not narrowed, so the answer is never before
+    /// `instant` (a narrowed count once sent timers into the past after ~199 days).
     pub fn at_or_after(&self, instant: Instant) -> Instant {
         let offset = instant.saturating_duration_since(self.origin);
-        let steps = offset.as_nanos().div_ceil(self.step.as_nanos());
-        self.origin + self.step * u32::try_from(steps).unwrap_or(u32::MAX)
+        let step = self.step.as_nanos();
+        let rounded = offset.as_nanos().div_ceil(step).saturating_mul(step);
+        let secs = u64::try_from(rounded / 1_000_000_000).unwrap_or(u64::MAX);
+        // Below a second: the cast cannot truncate.
+        let nanos = (rounded % 1_000_000_000) as u32;
+        self.origin
+            .checked_add(Duration::new(secs, nanos))
+            .unwrap_or(instant)
     }
 }
 
@@ -140,6 +154,27 @@ mod tests {
         // Before the origin: the origin.
         if let Some(before) = origin.checked_sub(Duration::from_secs(1)) {
             assert_eq!(grid.at_or_after(before), origin);
+        }
+    }
+
+    #[test]
+    fn grid_stays_exact_after_years_of_uptime() {
+        let origin = Instant::now();
+        let grid = Grid::new(origin, Duration::from_millis(4));
+        let day = Duration::from_secs(86_400);
+        for days in [198, 199, 200, 365, 3 * 365, 30 * 365] {
+            let Some(instant) = origin.checked_add(day * days + Duration::from_micros(1)) else {
+                continue;
+            };
+            let at = grid.at_or_after(instant);
+            assert!(
+                at >= instant,
+                "{days} days: grid instant before the asked one"
+            );
+            assert!(
+                at - instant < grid.step(),
+                "{days} days: more than a step late"
+            );
         }
     }
 

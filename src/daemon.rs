@@ -1,6 +1,6 @@
 //! `calldrift run`: wires the scheduler, the HTTP server, the state file and reloads
 //! around one [`Status`]. It takes its listener, clock and shutdown token as arguments;
-//! binding ports and installing signal handlers stay in [`crate::cli`].
+//! binding ports and installing signal handlers stay in the `cli` module.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

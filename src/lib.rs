@@ -21,6 +21,14 @@
 //! - [`web`]: `web_config_file` (exporter-toolkit format): TLS and basic auth for the server.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+/// Version and git revision, as `--version` prints them and snapshots record them.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("CALLDRIFT_REVISION"),
+    ")"
+);
+
 pub mod check;
 pub mod cli;
 pub mod clock;

@@ -34,7 +34,7 @@ type Keyed = RateLimiter<u64, DefaultKeyedStateStore<u64>, DefaultClock>;
 /// so a step's polls pass together even when wake-ups jitter; far too few to matter
 /// against the hard cap.
 fn bucket(per_second: u32) -> NonZeroU32 {
-    let steps = 2.0 * crate::scheduler::DISPATCH_STEP.as_secs_f64();
+    let steps = 2.0 * crate::clock::DISPATCH_STEP.as_secs_f64();
     NonZeroU32::new(((f64::from(per_second) * steps) as u32).max(1)).unwrap_or(NonZeroU32::MIN)
 }
 
@@ -42,7 +42,7 @@ fn bucket(per_second: u32) -> NonZeroU32 {
 /// with the scheduler, whose grid this divides), and the bucket, two steps deep, never
 /// fills between two wake-ups, so no cell is lost to the grid.
 fn pacing_grid() -> Grid {
-    Grid::shared(crate::scheduler::DISPATCH_STEP / 2)
+    Grid::shared(crate::clock::DISPATCH_STEP / 2)
 }
 
 /// Waits for room in a window end on a grid of this step: calls sent about together leave

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::{Grid, power_of_two_ms};
+use crate::clock::{DISPATCH_STEP, Grid, power_of_two_ms};
 use crate::config::{Target, TargetKey};
 use crate::metrics::Metrics;
 use crate::status::Status;
@@ -40,10 +40,6 @@ pub struct Plan {
     pub max_concurrency: usize,
     pub client: Arc<Client>,
 }
-
-/// The longest dispatch step, two of tokio's 64 ms timer-wheel blocks; the rate limiter's
-/// bucket holds two steps of calls.
-pub const DISPATCH_STEP: Duration = Duration::from_millis(128);
 
 /// Lag below this counts as on time; it is the loop's own dispatch jitter.
 const ON_TIME: Duration = Duration::from_millis(1);

@@ -189,7 +189,7 @@ pub async fn take(
     let header = header_text(
         &humantime::format_rfc3339_seconds(taken_at).to_string(),
         &config.origin,
-        crate::cli::VERSION,
+        crate::VERSION,
     );
     render(text, config, &apps, base_dir, &header)
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::TargetKey;
 use crate::report::ObservedView;
 
-const VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 1;
 
 /// What is remembered of one target.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,7 +90,7 @@ pub fn load(path: &Path, now_unix: u64) -> Result<Loaded, StateError> {
         }
     };
     match serde_json::from_slice::<State>(&bytes) {
-        Ok(state) if state.version == VERSION => {
+        Ok(state) if state.version == FORMAT_VERSION => {
             let targets = state.targets.into_iter().map(|t| (t.key(), t)).collect();
             Ok(Loaded {
                 targets,
@@ -128,7 +128,7 @@ pub fn save(path: &Path, targets: Vec<SavedTarget>) -> Result<(), StateError> {
         source,
     };
     let state = State {
-        version: VERSION,
+        version: FORMAT_VERSION,
         targets,
     };
     let bytes = serde_json::to_vec_pretty(&state).map_err(|e| io(std::io::Error::other(e)))?;

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::DISPATCH_STEP;
 use crate::clock::{Grid, power_of_two_ms};
-use crate::scheduler::DISPATCH_STEP;
 
 #[derive(Debug)]
 pub(crate) struct Deadlines {
