@@ -7,7 +7,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Secrets, Target};
 use crate::drift;
 use crate::ratelimit::RateLimits;
-use crate::report::{ObservedView, Report, Status, TargetReport};
+use crate::report::{ObservedView, Report, TargetReport};
 use crate::shard::Shard;
 use crate::tencent::{Client, ClientError, ClientSettings, NoObserver, PollOutcome};
 
@@ -21,42 +21,21 @@ pub enum CheckError {
 
 /// The report line for one target after one poll.
 pub fn target_report(target: &Target, outcome: &PollOutcome) -> TargetReport {
-    let (status, observed, findings, error, error_class) = match &outcome.result {
-        Ok(observed) => {
-            let findings = drift::check(&target.expect, observed);
-            let status = if findings.is_empty() {
-                Status::Ok
-            } else {
-                Status::Drift
-            };
-            (
-                status,
-                Some(ObservedView::from(observed)),
-                findings,
-                None,
-                None,
-            )
-        }
-        Err(e) => (
-            Status::Error,
+    let (observed, findings, error) = match &outcome.result {
+        Ok(observed) => (
+            Some(ObservedView::from(observed)),
+            drift::check(&target.expect, observed),
             None,
-            Vec::new(),
-            Some(e.to_string()),
-            Some(e.class().to_owned()),
         ),
+        Err(e) => (None, Vec::new(), Some(e)),
     };
-    TargetReport {
-        app: target.key.app.clone(),
-        sdkappid: target.key.sdkappid,
-        region: target.key.region.clone(),
-        status,
+    TargetReport::new(
+        &target.key,
         observed,
         findings,
         error,
-        error_class,
-        request_id: outcome.request_id.clone(),
-        last_poll: None,
-    }
+        outcome.request_id.clone(),
+    )
 }
 
 /// Which targets one pass covers: the named apps (all if none) of this shard (all if none).

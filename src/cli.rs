@@ -1,4 +1,4 @@
-//! The command line (SPEC "Command line"): argument parsing, logging set-up, and one
+//! The command line (see README.md, "Command line"): argument parsing, logging set-up, and one
 //! function per subcommand that turns library results into output and exit codes.
 
 use std::net::SocketAddr;

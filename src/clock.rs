@@ -2,7 +2,6 @@
 //! test controls.
 
 use std::fmt::Debug;
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A source of wall-clock time.
@@ -36,28 +35,19 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to.
-#[derive(Debug)]
-pub struct ManualClock(Mutex<SystemTime>);
+/// A clock stopped at one instant, for tests whose answers depend on the time.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedClock(SystemTime);
 
-impl ManualClock {
+impl FixedClock {
     pub fn at_unix(secs: u64) -> Self {
-        Self(Mutex::new(UNIX_EPOCH + Duration::from_secs(secs)))
-    }
-
-    pub fn advance(&self, by: Duration) {
-        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *now += by;
-    }
-
-    pub fn set_unix(&self, secs: u64) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = UNIX_EPOCH + Duration::from_secs(secs);
+        Self(UNIX_EPOCH + Duration::from_secs(secs))
     }
 }
 
-impl Clock for ManualClock {
+impl Clock for FixedClock {
     fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0
     }
 }
 

@@ -130,17 +130,6 @@ impl Observed {
             .iter()
             .fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte))
     }
-
-    /// A one-line summary safe to show: redacted URL and sorted commands.
-    pub fn describe(&self) -> String {
-        match self {
-            Observed::Absent => "absent".to_owned(),
-            Observed::Present { url, .. } => {
-                let commands: Vec<&str> = self.command_set().into_iter().collect();
-                format!("{} [{}]", redact::url(url), commands.join(", "))
-            }
-        }
-    }
 }
 
 /// The closed set of finding kinds; the `check` label in metrics and JSON.
@@ -519,14 +508,5 @@ mod tests {
         assert_ne!(joined.fingerprint(), a.fingerprint());
         // Pinned, so a change of the hash (which would fire every change alert) is noticed.
         assert_eq!(Observed::Absent.fingerprint(), 140696990486889);
-    }
-
-    #[test]
-    fn describe_redacts() {
-        let o = present("https://u:pw@h/cb?token=abc", &[END, START]);
-        assert_eq!(
-            o.describe(),
-            "https://h/cb?token=REDACTED [Call.CallbackAfterEndCall, Call.CallbackAfterStartCall]"
-        );
     }
 }

@@ -1,4 +1,4 @@
-//! Every metric of SPEC "Metrics".
+//! Every metric calldrift exports (docs/metrics.md lists them for users).
 //!
 //! Process-wide metrics (API requests, latency, rate-limit waits, lag, reloads, build
 //! info, process metrics) live in a `prometheus` registry. Per-target series are not kept
@@ -209,11 +209,6 @@ impl TargetSample {
         rendered.sort();
         rendered.dedup_by(|a, b| a.0 == b.0);
         self.commands = rendered;
-    }
-
-    /// The command words that have a series now (escaped).
-    pub fn command_labels(&self) -> impl Iterator<Item = &str> {
-        self.commands.iter().map(|(c, _)| c.as_str())
     }
 }
 

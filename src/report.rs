@@ -1,26 +1,41 @@
-//! The per-target report shared by `check --format json`, `check`'s text output and
-//! `/api/v1/targets`. Everything in it is safe to show: URLs are redacted, no secrets.
+//! How a target is shown, in one place: the verdict, the observed configuration as a
+//! redacted view and its one-line summary, and the per-target report shared by `check`
+//! (text and JSON), `/api/v1/targets`, the status page, the logs and the state file.
+//! Everything here is safe to show: URLs are redacted, no secrets.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::TargetKey;
 use crate::drift::{Finding, Observed};
 use crate::redact;
+use crate::tencent::PollError;
 
+/// A target's verdict: the `status` field of reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub enum Verdict {
     Ok,
     Drift,
     Error,
 }
 
-impl Status {
+impl Verdict {
+    /// A failed last poll wins over drift, as `check`'s exit status does.
+    pub fn of(failed: bool, findings: &[Finding]) -> Self {
+        match (failed, findings.is_empty()) {
+            (true, _) => Verdict::Error,
+            (false, false) => Verdict::Drift,
+            (false, true) => Verdict::Ok,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Ok => "ok",
-            Status::Drift => "drift",
-            Status::Error => "error",
+            Verdict::Ok => "ok",
+            Verdict::Drift => "drift",
+            Verdict::Error => "error",
         }
     }
 }
@@ -31,6 +46,31 @@ pub struct ObservedView {
     pub present: bool,
     pub url: Option<String>,
     pub commands: Vec<String>,
+}
+
+impl ObservedView {
+    /// Commands sorted and without duplicates, as every summary shows them.
+    fn sorted_commands(&self) -> Vec<&str> {
+        let mut commands: Vec<&str> = self.commands.iter().map(String::as_str).collect();
+        commands.sort_unstable();
+        commands.dedup();
+        commands
+    }
+}
+
+/// The one-line summary in logs and transitions: `URL [commands]` or `absent`.
+impl fmt::Display for ObservedView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.url {
+            Some(url) => write!(f, "{url} [{}]", self.sorted_commands().join(", ")),
+            None => f.write_str("absent"),
+        }
+    }
+}
+
+/// The summary of an observation, as [`ObservedView`] shows it.
+pub fn summary(observed: &Observed) -> String {
+    ObservedView::from(observed).to_string()
 }
 
 impl From<&Observed> for ObservedView {
@@ -55,7 +95,7 @@ pub struct TargetReport {
     pub app: String,
     pub sdkappid: u64,
     pub region: String,
-    pub status: Status,
+    pub status: Verdict,
     /// The last authoritative observation, if any.
     pub observed: Option<ObservedView>,
     /// Findings of the last authoritative observation; kept while polls fail.
@@ -72,11 +112,25 @@ pub struct TargetReport {
 }
 
 impl TargetReport {
-    pub fn key(&self) -> TargetKey {
-        TargetKey {
-            app: self.app.clone(),
-            sdkappid: self.sdkappid,
-            region: self.region.clone(),
+    /// The report of one target from what is known of it.
+    pub fn new(
+        key: &TargetKey,
+        observed: Option<ObservedView>,
+        findings: Vec<Finding>,
+        error: Option<&PollError>,
+        request_id: Option<String>,
+    ) -> Self {
+        TargetReport {
+            app: key.app.clone(),
+            sdkappid: key.sdkappid,
+            region: key.region.clone(),
+            status: Verdict::of(error.is_some(), &findings),
+            observed,
+            findings,
+            error: error.map(ToString::to_string),
+            error_class: error.map(|e| e.kind().to_owned()),
+            request_id,
+            last_poll: None,
         }
     }
 }
@@ -100,9 +154,9 @@ impl Report {
         let count = |status| targets.iter().filter(|t| t.status == status).count();
         let summary = Summary {
             targets: targets.len(),
-            clean: count(Status::Ok),
-            drifted: count(Status::Drift),
-            errors: count(Status::Error),
+            clean: count(Verdict::Ok),
+            drifted: count(Verdict::Drift),
+            errors: count(Verdict::Error),
         };
         Report { summary, targets }
     }
@@ -156,5 +210,42 @@ impl Report {
             s.targets, s.clean, s.drifted, s.errors
         ));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_redacts_and_sorts() {
+        let o = Observed::Present {
+            url: "https://u:pw@h/cb?token=abc".to_owned(),
+            commands: vec![
+                "Call.CallbackAfterStartCall".to_owned(),
+                "Call.CallbackAfterEndCall".to_owned(),
+                "Call.CallbackAfterStartCall".to_owned(),
+            ],
+        };
+        assert_eq!(
+            summary(&o),
+            "https://h/cb?token=REDACTED [Call.CallbackAfterEndCall, Call.CallbackAfterStartCall]"
+        );
+        assert_eq!(summary(&Observed::Absent), "absent");
+    }
+
+    #[test]
+    fn a_failed_poll_is_the_verdict_whatever_the_findings() {
+        let finding = Finding {
+            check: crate::drift::Check::ConfigMissing,
+            expected: None,
+            actual: None,
+        };
+        assert_eq!(
+            Verdict::of(true, std::slice::from_ref(&finding)),
+            Verdict::Error
+        );
+        assert_eq!(Verdict::of(false, &[finding]), Verdict::Drift);
+        assert_eq!(Verdict::of(false, &[]), Verdict::Ok);
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::report::Status as ReportStatus;
+use crate::report::Verdict;
 use crate::status::Status;
 use crate::web::{self, WebConfig};
 
@@ -314,7 +314,7 @@ fn landing_page(status: &Status) -> String {
         };
         let findings: Vec<String> = t.findings.iter().map(|f| escape(&f.to_string())).collect();
         let error = match (&t.error, t.status) {
-            (Some(e), ReportStatus::Error) => {
+            (Some(e), Verdict::Error) => {
                 format!(
                     "{}{}",
                     escape(e),

@@ -1459,7 +1459,7 @@ impl AsyncWrite for SimIo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::FixedClock;
     use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::task::JoinHandle;
@@ -1508,7 +1508,7 @@ mod tests {
         async fn start(scenario: Scenario) -> Server {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            let sim = Simulator::new(scenario, Arc::new(ManualClock::at_unix(NOW)));
+            let sim = Simulator::new(scenario, Arc::new(FixedClock::at_unix(NOW)));
             let token = CancellationToken::new();
             let task = tokio::spawn({
                 let sim = sim.clone();

@@ -238,7 +238,7 @@ pub fn baselines(
                     ..
                 }) => failures.push(Failure {
                     key,
-                    class: e.class().to_owned(),
+                    class: e.kind().to_owned(),
                     error: e.to_string(),
                     request_id,
                 }),
@@ -278,7 +278,10 @@ pub fn baselines(
             }
             Some((_, first)) if first.baseline == baseline => {}
             Some((first_region, first)) => {
-                let (a, b) = (first.observed.describe(), seen.describe());
+                let (a, b) = (
+                    crate::report::summary(&first.observed),
+                    crate::report::summary(&seen),
+                );
                 return Err(SnapshotError::RegionsDisagree(Box::new(Disagreement {
                     origin,
                     app: key.app.clone(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use calldrift::check;
 use calldrift::clock::SystemClock;
-use calldrift::report::{Report, Status};
+use calldrift::report::{Report, Verdict};
 use calldrift::sim::{CallbackConfig, FaultKind, FaultRule};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,7 +40,7 @@ async fn a_clean_app_exits_zero() {
     let sim = Sim::start(vec![app(1, clean())]).await;
     let report = check_one(&sim, "", 1).await;
     assert_eq!(report.exit_code(), 0, "{}", report.to_text());
-    assert_eq!(report.targets[0].status, Status::Ok);
+    assert_eq!(report.targets[0].status, Verdict::Ok);
     assert!(
         report.targets[0]
             .request_id
@@ -82,7 +82,7 @@ async fn each_kind_of_drift_exits_two_with_the_right_findings() {
     for (i, (_, want)) in cases.iter().enumerate() {
         let report = check_one(&sim, "", 10 + i as u64).await;
         assert_eq!(report.exit_code(), 2, "{}", report.to_text());
-        assert_eq!(report.targets[0].status, Status::Drift);
+        assert_eq!(report.targets[0].status, Verdict::Drift);
         assert_eq!(findings(&report), *want);
     }
     sim.assert_no_malformed();

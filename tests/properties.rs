@@ -151,7 +151,7 @@ proptest! {
         for f in &first {
             let _ = f.to_string();
         }
-        let _ = o.describe();
+        let _ = calldrift::report::summary(&o);
     }
 
     /// The engine only depends on the set of observed commands.

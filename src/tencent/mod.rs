@@ -100,8 +100,9 @@ pub enum PollError {
 }
 
 impl PollError {
-    /// The bounded `reason` label of `calldrift_api_request_failures_total`.
-    pub fn reason(&self) -> &'static str {
+    /// The bounded `reason` label of `calldrift_api_request_failures_total` (coarser than
+    /// [`PollError::kind`]: the gateway's own refusals share `api_error`).
+    pub fn metric_reason(&self) -> &'static str {
         match self {
             PollError::RateLimited(_) => "rate_limited",
             PollError::Auth(_) => "auth",
@@ -113,8 +114,8 @@ impl PollError {
         }
     }
 
-    /// The failure class, as named in reports.
-    pub fn class(&self) -> &'static str {
+    /// The kind of failure, as reports name it (`error_class`).
+    pub fn kind(&self) -> &'static str {
         match self {
             PollError::RateLimited(_) => "rate_limited",
             PollError::Auth(_) => "auth",
@@ -572,7 +573,7 @@ impl Client {
             base,
             matches!(attempt.result, Err(PollError::Transport(_))),
         );
-        let failure = attempt.result.as_ref().err().map(PollError::reason);
+        let failure = attempt.result.as_ref().err().map(PollError::metric_reason);
         self.observer
             .request_done(&target.key.region, elapsed, failure);
         attempt
@@ -586,7 +587,7 @@ mod tests {
     fn decode(body: &str) -> Result<Observed, String> {
         decode_get_callback(body.as_bytes())
             .0
-            .map_err(|e| format!("{}:{}", e.class(), e.error_code()))
+            .map_err(|e| format!("{}:{}", e.kind(), e.error_code()))
     }
 
     #[test]
@@ -654,7 +655,7 @@ mod tests {
             e.to_string(),
             "authentication failed: ErrorCode 70009 (bad sig) RequestId Id-1"
         );
-        assert_eq!(e.reason(), "auth");
+        assert_eq!(e.metric_reason(), "auth");
     }
 
     #[test]
