@@ -226,6 +226,13 @@ pub fn check(expected: &Expected, observed: &Observed) -> Vec<Finding> {
         (Observed::Present { url, .. }, _) => (url, observed.command_set()),
     };
 
+    let mut findings = url_findings(expected, url);
+    findings.extend(command_findings(expected, &observed_commands));
+    findings
+}
+
+/// `url_scheme` and `url_mismatch`.
+fn url_findings(expected: &Expected, url: &str) -> Vec<Finding> {
     let mut findings = Vec::new();
     let scheme = url::Url::parse(url).ok().map(|u| u.scheme().to_owned());
     if scheme.as_deref() != Some(expected.url_scheme.as_str()) {
@@ -236,26 +243,29 @@ pub fn check(expected: &Expected, observed: &Observed) -> Vec<Finding> {
             Some(actual),
         ));
     }
-    if let Some(want) = &expected.url {
-        if url != want {
-            findings.push(Finding::new(
-                Check::UrlMismatch,
-                Some(redact::url(want)),
-                Some(redact::url(url)),
-            ));
-        }
+    if let Some(want) = expected.url.as_ref().filter(|want| url != want.as_str()) {
+        findings.push(Finding::new(
+            Check::UrlMismatch,
+            Some(redact::url(want)),
+            Some(redact::url(url)),
+        ));
     }
-    if let Some(prefix) = &expected.url_prefix {
-        if !url.starts_with(prefix.as_str()) {
-            let expected_text = format!("prefix {}", redact::url(prefix));
-            findings.push(Finding::new(
-                Check::UrlMismatch,
-                Some(expected_text),
-                Some(redact::url(url)),
-            ));
-        }
+    if let Some(prefix) = expected
+        .url_prefix
+        .as_ref()
+        .filter(|prefix| !url.starts_with(prefix.as_str()))
+    {
+        findings.push(Finding::new(
+            Check::UrlMismatch,
+            Some(format!("prefix {}", redact::url(prefix))),
+            Some(redact::url(url)),
+        ));
     }
+    findings
+}
 
+/// `command_missing` and `command_unexpected`, each in word order.
+fn command_findings(expected: &Expected, observed: &BTreeSet<&str>) -> Vec<Finding> {
     let ignored: BTreeSet<&str> = expected
         .ignore_commands
         .iter()
@@ -267,24 +277,16 @@ pub fn check(expected: &Expected, observed: &Observed) -> Vec<Finding> {
         .map(String::as_str)
         .filter(|c| !ignored.contains(c))
         .collect();
-    for missing in wanted.difference(&observed_commands) {
-        findings.push(Finding::new(
-            Check::CommandMissing,
-            Some((*missing).to_owned()),
-            None,
-        ));
-    }
+    let missing = wanted
+        .difference(observed)
+        .map(|c| Finding::new(Check::CommandMissing, Some((*c).to_owned()), None));
+    let mut findings: Vec<Finding> = missing.collect();
     if expected.extra_commands == ExtraCommands::Drift {
-        for extra in observed_commands
+        let extra = observed
             .iter()
             .filter(|c| !wanted.contains(*c) && !ignored.contains(*c))
-        {
-            findings.push(Finding::new(
-                Check::CommandUnexpected,
-                None,
-                Some((*extra).to_owned()),
-            ));
-        }
+            .map(|c| Finding::new(Check::CommandUnexpected, None, Some((*c).to_owned())));
+        findings.extend(extra);
     }
     findings
 }

@@ -248,75 +248,79 @@ fn family<'a, I>(
     }
 }
 
+/// How a plain per-target family reads its value from a sample.
+type Field = fn(&TargetSample) -> f64;
+
+/// The per-target families with one plain value each: name, type, help, value.
+const PLAIN_FAMILIES: [(&str, &str, &str, Field); 10] = [
+    (
+        "calldrift_up",
+        "gauge",
+        "1 if the last poll of the target got an authoritative answer (ErrorCode 0 or 100301), else 0.",
+        |s| f64::from(flag(s.up)),
+    ),
+    (
+        "calldrift_callback_config_present",
+        "gauge",
+        "1 if a callback configuration exists, 0 if absent, per the last authoritative answer.",
+        |s| f64::from(flag(s.present)),
+    ),
+    (
+        "calldrift_callback_url_https",
+        "gauge",
+        "1 if the observed callback URL is https.",
+        |s| f64::from(flag(s.url_https)),
+    ),
+    (
+        "calldrift_callback_config_fingerprint",
+        "gauge",
+        "Stable 48-bit hash of (present, url, sorted commands); use changes() on it.",
+        |s| s.fingerprint as f64,
+    ),
+    (
+        "calldrift_callback_config_changes_total",
+        "counter",
+        "Observed changes of the callback configuration, kept across restarts in the state file.",
+        |s| s.changes as f64,
+    ),
+    (
+        "calldrift_callback_config_last_change_timestamp_seconds",
+        "gauge",
+        "Unix time of the last observed change; 0 if none seen.",
+        |s| s.last_change,
+    ),
+    (
+        "calldrift_last_poll_timestamp_seconds",
+        "gauge",
+        "Unix time of the last completed poll.",
+        |s| s.last_poll,
+    ),
+    (
+        "calldrift_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last authoritative answer.",
+        |s| s.last_success,
+    ),
+    (
+        "calldrift_api_error_code",
+        "gauge",
+        "ErrorCode of the last answer: 0 ok, 100301 absent, -1 no decodable answer.",
+        |s| s.error_code as f64,
+    ),
+    (
+        "calldrift_polls_skipped_total",
+        "counter",
+        "Ticks skipped because the previous poll of the target was still running.",
+        |s| s.polls_skipped as f64,
+    ),
+];
+
 /// Appends every per-target family for `samples` in the text exposition format.
 pub fn write_target_families<'a, I>(out: &mut Vec<u8>, samples: I)
 where
     I: Iterator<Item = &'a TargetSample> + Clone,
 {
-    type Field = fn(&TargetSample) -> f64;
-    let simple: [(&str, &str, &str, Field); 10] = [
-        (
-            "calldrift_up",
-            "gauge",
-            "1 if the last poll of the target got an authoritative answer (ErrorCode 0 or 100301), else 0.",
-            |s| f64::from(flag(s.up)),
-        ),
-        (
-            "calldrift_callback_config_present",
-            "gauge",
-            "1 if a callback configuration exists, 0 if absent, per the last authoritative answer.",
-            |s| f64::from(flag(s.present)),
-        ),
-        (
-            "calldrift_callback_url_https",
-            "gauge",
-            "1 if the observed callback URL is https.",
-            |s| f64::from(flag(s.url_https)),
-        ),
-        (
-            "calldrift_callback_config_fingerprint",
-            "gauge",
-            "Stable 48-bit hash of (present, url, sorted commands); use changes() on it.",
-            |s| s.fingerprint as f64,
-        ),
-        (
-            "calldrift_callback_config_changes_total",
-            "counter",
-            "Observed changes of the callback configuration, kept across restarts in the state file.",
-            |s| s.changes as f64,
-        ),
-        (
-            "calldrift_callback_config_last_change_timestamp_seconds",
-            "gauge",
-            "Unix time of the last observed change; 0 if none seen.",
-            |s| s.last_change,
-        ),
-        (
-            "calldrift_last_poll_timestamp_seconds",
-            "gauge",
-            "Unix time of the last completed poll.",
-            |s| s.last_poll,
-        ),
-        (
-            "calldrift_last_success_timestamp_seconds",
-            "gauge",
-            "Unix time of the last authoritative answer.",
-            |s| s.last_success,
-        ),
-        (
-            "calldrift_api_error_code",
-            "gauge",
-            "ErrorCode of the last answer: 0 ok, 100301 absent, -1 no decodable answer.",
-            |s| s.error_code as f64,
-        ),
-        (
-            "calldrift_polls_skipped_total",
-            "counter",
-            "Ticks skipped because the previous poll of the target was still running.",
-            |s| s.polls_skipped as f64,
-        ),
-    ];
-    for (name, kind, help, value) in simple {
+    for (name, kind, help, value) in PLAIN_FAMILIES {
         family(out, name, kind, help, samples.clone(), |out, s| {
             let _ = writeln!(out, "{name}{{{}}} {}", s.labels, value(s));
         });

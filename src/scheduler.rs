@@ -20,7 +20,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -52,27 +52,11 @@ pub async fn run(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let in_flight: Arc<Mutex<HashSet<TargetKey>>> = Arc::default();
-    let mut plan = plans.borrow_and_update().clone();
-    let mut slots = Arc::new(Semaphore::new(plan.max_concurrency.max(1)));
-    let mut queue = Queue::default();
-    queue.replan(plan_keys(&plan), plan.interval, Instant::now());
-    let mut warned_behind = false;
-
+    let plan = plans.borrow_and_update().clone();
+    let mut dispatcher = Dispatcher::new(plan, status, metrics, tracker);
     loop {
-        let grid = Grid::shared(dispatch_step(plan.interval));
-        // Work already due (the first poll after start or reload, or a loop behind) goes
-        // at once; waiting for the grid only pays when polls are ahead of schedule.
-        let now = Instant::now();
-        let next_due = queue.next_due();
-        let behind = next_due.is_some_and(|due| due <= now);
-        let tick = next_due.map(|due| {
-            if behind {
-                now
-            } else {
-                Instant::from_std(grid.at_or_after(due.into_std()))
-            }
-        });
+        let grid = Grid::shared(dispatch_step(dispatcher.plan.interval));
+        let (tick, behind) = dispatcher.next_tick(&grid);
         let until_tick = async {
             match tick {
                 Some(tick) => tokio::time::sleep_until(tick).await,
@@ -83,73 +67,158 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             changed = plans.changed() => {
                 if changed.is_err() { return; }
-                plan = plans.borrow_and_update().clone();
-                slots = Arc::new(Semaphore::new(plan.max_concurrency.max(1)));
-                queue.replan(plan_keys(&plan), plan.interval, Instant::now());
-                warned_behind = false;
+                dispatcher.replan(plans.borrow_and_update().clone());
                 continue;
             }
             _ = until_tick => {}
         }
-        let Some(tick) = tick else {
-            continue;
-        };
-        while let Some((due, index)) = queue.pop_due(tick) {
-            let Some(target) = plan.targets.get(index).cloned() else {
+        if let Some(tick) = tick {
+            if dispatcher
+                .dispatch_due(tick, behind, &grid, &shutdown)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The loop's state between ticks.
+struct Dispatcher {
+    plan: Arc<Plan>,
+    slots: Arc<Semaphore>,
+    queue: Queue,
+    in_flight: Arc<Mutex<HashSet<TargetKey>>>,
+    warned_behind: bool,
+    status: Arc<Status>,
+    metrics: Arc<Metrics>,
+    tracker: TaskTracker,
+}
+
+/// Shutdown came while waiting for a concurrency slot.
+struct Stopped;
+
+impl Dispatcher {
+    fn new(
+        plan: Arc<Plan>,
+        status: Arc<Status>,
+        metrics: Arc<Metrics>,
+        tracker: TaskTracker,
+    ) -> Self {
+        let mut queue = Queue::default();
+        queue.replan(plan_keys(&plan), plan.interval, Instant::now());
+        Dispatcher {
+            slots: Arc::new(Semaphore::new(plan.max_concurrency.max(1))),
+            plan,
+            queue,
+            in_flight: Arc::default(),
+            warned_behind: false,
+            status,
+            metrics,
+            tracker,
+        }
+    }
+
+    fn replan(&mut self, plan: Arc<Plan>) {
+        self.slots = Arc::new(Semaphore::new(plan.max_concurrency.max(1)));
+        self.queue
+            .replan(plan_keys(&plan), plan.interval, Instant::now());
+        self.plan = plan;
+        self.warned_behind = false;
+    }
+
+    /// When to wake next, and whether the loop is behind. Work already due (the first poll
+    /// after start or reload, or a loop behind) goes at once; waiting for the grid only
+    /// pays when polls are ahead of schedule.
+    fn next_tick(&self, grid: &Grid) -> (Option<Instant>, bool) {
+        let now = Instant::now();
+        let next_due = self.queue.next_due();
+        let behind = next_due.is_some_and(|due| due <= now);
+        let tick = next_due.map(|due| {
+            if behind {
+                now
+            } else {
+                Instant::from_std(grid.at_or_after(due.into_std()))
+            }
+        });
+        (tick, behind)
+    }
+
+    /// Dispatches every target due by `tick`.
+    async fn dispatch_due(
+        &mut self,
+        tick: Instant,
+        behind: bool,
+        grid: &Grid,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        while let Some((due, index)) = self.queue.pop_due(tick) {
+            let Some(target) = self.plan.targets.get(index).cloned() else {
                 continue;
             };
-            let already_running = !in_flight
+            let already_running = !self
+                .in_flight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(target.key.clone());
             if already_running {
-                status.skipped(&target.key);
-                queue.push(due + plan.interval, index);
+                self.status.skipped(&target.key);
+                self.queue.push(due + self.plan.interval, index);
                 continue;
             }
             let slot = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                slot = slots.clone().acquire_owned() => match slot { Ok(slot) => slot, Err(_) => return },
+                _ = shutdown.cancelled() => return Err(Stopped),
+                slot = self.slots.clone().acquire_owned() => slot.map_err(|_| Stopped)?,
             };
             let now = Instant::now();
             // Late against the grid instant it was deferred to, or, behind, against its due
             // time.
             let lag = now.saturating_duration_since(if behind { due } else { tick });
-            metrics.schedule_lag.set(if lag < ON_TIME {
-                0.0
-            } else {
-                lag.as_secs_f64()
-            });
-            if lag > plan.interval / 10 && lag > Duration::from_secs(1) && !warned_behind {
-                warned_behind = true;
-                tracing::warn!(
-                    interval = %humantime::format_duration(plan.interval),
-                    effective = %humantime::format_duration(Duration::from_secs((plan.interval + lag).as_secs())),
-                    targets = plan.targets.len(),
-                    per_second = plan.client.limits().per_second(),
-                    "the poll interval cannot be met at the rate limit; polls run behind schedule"
-                );
-            }
+            self.observe_lag(lag);
             // On time, the next tick keeps to the grid; behind, it counts from now, so the
             // loop does not catch up with a burst.
             let since = if lag < grid.step() { tick } else { now };
-            queue.push(since + plan.interval, index);
-
-            let client = plan.client.clone();
-            let status = status.clone();
-            let in_flight = in_flight.clone();
-            tracker.spawn(async move {
-                // Boxed: a poll's future is large, and a task moves its future several times
-                // (spawn, completion); moving a pointer costs nothing.
-                let outcome = Box::pin(client.get_callback(&target)).await;
-                status.record(&target.key, &outcome);
-                in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&target.key);
-                drop(slot);
-            });
+            self.queue.push(since + self.plan.interval, index);
+            self.spawn_poll(target, slot);
         }
+        Ok(())
+    }
+
+    fn observe_lag(&mut self, lag: Duration) {
+        let plan = &self.plan;
+        self.metrics.schedule_lag.set(if lag < ON_TIME {
+            0.0
+        } else {
+            lag.as_secs_f64()
+        });
+        if lag > plan.interval / 10 && lag > Duration::from_secs(1) && !self.warned_behind {
+            self.warned_behind = true;
+            tracing::warn!(
+                interval = %humantime::format_duration(plan.interval),
+                effective = %humantime::format_duration(Duration::from_secs((plan.interval + lag).as_secs())),
+                targets = plan.targets.len(),
+                per_second = plan.client.limits().per_second(),
+                "the poll interval cannot be met at the rate limit; polls run behind schedule"
+            );
+        }
+    }
+
+    fn spawn_poll(&self, target: Arc<Target>, slot: OwnedSemaphorePermit) {
+        let client = self.plan.client.clone();
+        let status = self.status.clone();
+        let in_flight = self.in_flight.clone();
+        self.tracker.spawn(async move {
+            // Boxed: a poll's future is large, and a task moves its future several times
+            // (spawn, completion); moving a pointer costs nothing.
+            let outcome = Box::pin(client.get_callback(&target)).await;
+            status.record(&target.key, &outcome);
+            in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&target.key);
+            drop(slot);
+        });
     }
 }
 

@@ -443,6 +443,29 @@ enum ClientAuth {
     RequireAndVerify,
 }
 
+/// `client_auth_type`; `None` when the value was refused, so its consequences are not
+/// reported twice.
+fn client_auth(raw: Option<&str>, report: &mut Report) -> Option<ClientAuth> {
+    match raw {
+        None | Some("") | Some("NoClientCert") => Some(ClientAuth::None),
+        Some("RequireAndVerifyClientCert") => Some(ClientAuth::RequireAndVerify),
+        Some(other) => {
+            let known = matches!(
+                other,
+                "RequestClientCert" | "RequireAnyClientCert" | "VerifyClientCertIfGiven"
+            );
+            report.error(
+                "tls_server_config.client_auth_type",
+                format!(
+                    "tls_server_config.client_auth_type: {} {other:?}; use NoClientCert or RequireAndVerifyClientCert (with client_ca_file)",
+                    if known { "calldrift does not support" } else { "unknown value" }
+                ),
+            );
+            None
+        }
+    }
+}
+
 fn validate_tls(
     raw: RawTls,
     report: &mut Report,
@@ -467,25 +490,7 @@ fn validate_tls(
             "tls_server_config: min_version is above max_version",
         );
     }
-    // `None`: the value was refused above, so its consequences are not reported twice.
-    let client_auth = match raw.client_auth_type.as_deref() {
-        None | Some("") | Some("NoClientCert") => Some(ClientAuth::None),
-        Some("RequireAndVerifyClientCert") => Some(ClientAuth::RequireAndVerify),
-        Some(other) => {
-            let known = matches!(
-                other,
-                "RequestClientCert" | "RequireAnyClientCert" | "VerifyClientCertIfGiven"
-            );
-            report.error(
-                "tls_server_config.client_auth_type",
-                format!(
-                    "tls_server_config.client_auth_type: {} {other:?}; use NoClientCert or RequireAndVerifyClientCert (with client_ca_file)",
-                    if known { "calldrift does not support" } else { "unknown value" }
-                ),
-            );
-            None
-        }
-    };
+    let client_auth = client_auth(raw.client_auth_type.as_deref(), report);
     let ca_file = file_path(raw.client_ca_file, base_dir);
     match (client_auth, &ca_file) {
         (Some(ClientAuth::RequireAndVerify), None) => report.error(
