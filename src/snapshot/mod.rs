@@ -45,7 +45,8 @@
 //! earlier snapshot at the top of the input is replaced, not stacked.
 //!
 //! [`write()`] replaces the output atomically (temporary file in the same directory, fsync,
-//! rename), with mode 0600 when the config holds an inline `secret_key`.
+//! rename), with mode 0600 when the config holds an inline `secret_key`, and never writes
+//! through a symlink: one at the output path is replaced, not followed.
 //!
 //! # Where each part lives
 //!
@@ -58,11 +59,10 @@
 //!   chooses between the two candidates, and [`write()`].
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
+use crate::atomic_file;
 use crate::check;
 use crate::clock::Clock;
 use crate::config::{Config, SecretSource, Secrets, TargetKey};
@@ -281,45 +281,15 @@ fn strip_old_header(text: &str) -> &str {
         .unwrap_or(rest)
 }
 
-/// Replaces `path` with the snapshot atomically: a temporary file beside it, fsynced, renamed
-/// over it, and the directory fsynced. Mode 0600 when the config holds an inline secret.
+/// Replaces `path` with the snapshot atomically and never through a symlink (see
+/// [`atomic_file`]); mode 0600 when the config holds an inline secret, else 0644.
 pub fn write(path: &Path, snapshot: &Snapshot) -> Result<(), SnapshotError> {
-    let failed = |source| SnapshotError::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| failed(std::io::Error::other("not a file name")))?
-        .to_string_lossy()
-        .into_owned();
-    let nonce = std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let tmp = dir.join(format!(".{name}.tmp-{}-{nonce}", std::process::id()));
-    let attempt = || -> std::io::Result<()> {
-        let mut options = std::fs::OpenOptions::new();
-        // create_new: never write through a file or link someone put at the temporary name.
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(if snapshot.inline_secret { 0o600 } else { 0o644 });
+    let mode = if snapshot.inline_secret { 0o600 } else { 0o644 };
+    atomic_file::write(path, snapshot.text.as_bytes(), mode).map_err(|source| {
+        SnapshotError::Write {
+            path: path.display().to_string(),
+            source,
         }
-        let mut file = options.open(&tmp)?;
-        file.write_all(snapshot.text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // The rename is durable only once the directory entry is.
-        std::fs::File::open(&dir)?.sync_all()
-    };
-    attempt().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        failed(e)
     })
 }
 
