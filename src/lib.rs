@@ -1,5 +1,6 @@
 //! calldrift watches the TUICallKit callback configuration of Tencent Cloud Chat apps.
 //!
+//! - [`atomic_file`]: replacing a file atomically, never through a symlink.
 //! - [`check`]: one pass over every target, as `calldrift check` does it.
 //! - [`cli`]: the command line and its exit codes.
 //! - [`clock`]: wall-clock time behind a trait, so tests control it.
@@ -29,6 +30,7 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
+pub mod atomic_file;
 pub mod check;
 pub mod cli;
 pub mod clock;

@@ -3,14 +3,14 @@
 //!
 //! **Invariant:** the file on disk is always a complete, parsable document: it is written
 //! to a temporary file in the same directory, fsynced, renamed over the old one, and the
-//! directory is fsynced.
+//! directory is fsynced ([`atomic_file::write`], which never writes through a symlink).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::atomic_file;
 use crate::config::TargetKey;
 use crate::report::ObservedView;
 
@@ -72,7 +72,8 @@ pub struct Loaded {
 /// Reads the state file; a missing file is an empty state, a corrupt one is moved aside
 /// to `NAME.corrupt-UNIXTIME` and reported in [`Loaded::recovered`].
 pub fn load(path: &Path, now_unix: u64) -> Result<Loaded, StateError> {
-    remove_stale_temporaries(path);
+    // Nothing else writes the file while it is loaded, at start.
+    atomic_file::remove_temporaries(path);
     let shown = path.display().to_string();
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
@@ -120,11 +121,11 @@ pub fn load(path: &Path, now_unix: u64) -> Result<Loaded, StateError> {
     }
 }
 
-/// Writes the state atomically (temporary file, fsync, rename, fsync of the directory).
+/// Writes the state atomically (temporary file, fsync, rename, fsync of the directory),
+/// never through a symlink; see [`atomic_file`].
 pub fn save(path: &Path, targets: Vec<SavedTarget>) -> Result<(), StateError> {
-    let shown = path.display().to_string();
     let io = |source| StateError::Io {
-        path: shown.clone(),
+        path: path.display().to_string(),
         source,
     };
     let state = State {
@@ -132,64 +133,17 @@ pub fn save(path: &Path, targets: Vec<SavedTarget>) -> Result<(), StateError> {
         targets,
     };
     let bytes = serde_json::to_vec_pretty(&state).map_err(|e| io(std::io::Error::other(e)))?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "state.json".to_owned());
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // The rename is durable only once the directory entry is.
-        std::fs::File::open(&dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
-    })
-}
-
-/// Removes temporary files that a process killed mid-write left behind.
-fn remove_stale_temporaries(path: &Path) {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return;
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let prefix = format!(".{}.tmp-", name.to_string_lossy());
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
+    // 0666 minus the umask, as the file has always been created: it holds no secret.
+    atomic_file::write(path, &bytes, 0o666).map_err(io)
 }
 
 /// Checks that the state file's directory is writable, so `run` can refuse to start
 /// with a clear message instead of failing at the first change.
 pub fn check_writable(path: &Path) -> Result<(), StateError> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let probe = dir.join(format!(".calldrift-write-test-{}", std::process::id()));
-    std::fs::File::create(&probe)
-        .and_then(|_| std::fs::remove_file(&probe))
-        .map_err(|source| StateError::Io {
-            path: path.display().to_string(),
-            source,
-        })
+    atomic_file::check_writable(path).map_err(|source| StateError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -242,6 +196,30 @@ mod tests {
         assert!(matches!(loaded.recovered, Some(StateError::Corrupt { .. })));
         assert!(dir.path().join("state.json.corrupt-1234").exists());
         assert!(!path.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_planted_at_the_old_temporary_name_is_not_written_through() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").expect("write");
+        // The name the writer used to take, predictable from the process id.
+        let planted = dir
+            .path()
+            .join(format!(".state.json.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).expect("symlink");
+        save(&path, vec![saved("a")]).expect("save");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "precious");
+        assert!(
+            std::fs::symlink_metadata(&path)
+                .expect("meta")
+                .file_type()
+                .is_file(),
+            "the state file is a file of its own, not the planted link"
+        );
+        assert_eq!(load(&path, 0).expect("load").targets.len(), 1);
     }
 
     #[test]
