@@ -1,13 +1,15 @@
 //! Redaction of callback URLs for every place a URL is shown: logs, pages, JSON, state.
 //!
-//! Callback URLs often carry tokens in their query or userinfo, so the userinfo is removed,
-//! every query value becomes `REDACTED`, and so does a fragment. A URL that parses is
+//! Callback URLs often carry tokens in their query, path parameters or userinfo, so the
+//! userinfo is removed, every query value and every path parameter value (`;name=value`,
+//! as in `;jsessionid=…`) becomes `REDACTED`, and so does a fragment. A URL that parses is
 //! redacted from its parsed form (so lenient spellings of userinfo are found); one that
 //! does not is redacted by text rules, just as thoroughly.
 
 const REDACTED: &str = "REDACTED";
 
-/// The URL with userinfo removed and every query value and fragment replaced by `REDACTED`.
+/// The URL with userinfo removed and every query value, path parameter value and fragment
+/// replaced by `REDACTED`.
 pub fn url(raw: &str) -> String {
     // The WHATWG parser finds userinfo in lenient forms too (`https:/u:pw@h`, backslashes,
     // tabs), exactly where the config's validation and any HTTP client would: strip it
@@ -26,6 +28,10 @@ fn from_parsed(mut parsed: url::Url) -> String {
     let _ = parsed.set_password(None);
     parsed.set_query(None);
     parsed.set_fragment(None);
+    if parsed.path().contains(';') {
+        let path = redact_path(parsed.path());
+        parsed.set_path(&path);
+    }
     let mut out = String::from(parsed);
     if let Some(query) = query {
         out.push('?');
@@ -38,17 +44,35 @@ fn from_parsed(mut parsed: url::Url) -> String {
     out
 }
 
-/// Every value, and every bare item (it may itself be a token), becomes `REDACTED`.
 fn redact_query(query: &str) -> String {
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
+    redact_items(query, '&')
+}
+
+/// Every value, and every bare item (it may itself be a token), of a `separator`-separated
+/// list becomes `REDACTED`.
+fn redact_items(items: &str, separator: char) -> String {
+    let items: Vec<String> = items
+        .split(separator)
+        .map(|item| match item.split_once('=') {
             Some((name, _)) => format!("{name}={REDACTED}"),
-            None if pair.is_empty() => String::new(),
+            None if item.is_empty() => String::new(),
             None => REDACTED.to_owned(),
         })
         .collect();
-    pairs.join("&")
+    items.join(&separator.to_string())
+}
+
+/// Each segment's parameters (`/cb;jsessionid=…;v=2`) redacted like query items; the part
+/// of a segment before its first `;` is kept.
+fn redact_path(path: &str) -> String {
+    let segments: Vec<String> = path
+        .split('/')
+        .map(|segment| match segment.split_once(';') {
+            Some((head, parameters)) => format!("{head};{}", redact_items(parameters, ';')),
+            None => segment.to_owned(),
+        })
+        .collect();
+    segments.join("/")
 }
 
 fn by_text(raw: &str) -> String {
@@ -82,6 +106,7 @@ fn strip_userinfo(head: &str) -> String {
     let host = authority
         .rsplit_once('@')
         .map_or(authority, |(_, host)| host);
+    let path = redact_path(path);
     match scheme {
         Some(scheme) => format!("{scheme}://{host}{path}"),
         None => format!("{host}{path}"),
@@ -131,6 +156,16 @@ mod tests {
                 "https://hooks.example.com/cb?t=REDACTED",
             ),
             ("HTTPS://Hooks.Example.com", "https://hooks.example.com/"),
+            (
+                "https://h/cb;jsessionid=SECRET?t=x",
+                "https://h/cb;jsessionid=REDACTED?t=REDACTED",
+            ),
+            (
+                "https://h/a;k=1;bare/b;tok;v=2/c",
+                "https://h/a;k=REDACTED;REDACTED/b;REDACTED;v=REDACTED/c",
+            ),
+            ("not a url/cb;sid=SECRET", "not a url/cb;sid=REDACTED"),
+            ("https://h/%3Bsid=kept", "https://h/%3Bsid=kept"),
         ];
         for (raw, shown) in cases {
             assert_eq!(url(raw), shown, "{raw}");

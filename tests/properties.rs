@@ -268,55 +268,71 @@ fn built_url() -> impl Strategy<Value = BuiltUrl> {
         prop::sample::select(vec!["https", "http", "HTTPS", "ws", "x-custom"]),
         prop::option::of(("[a-z0-9]{1,8}", prop::option::of(secret()))),
         "[a-z0-9-]{1,10}(\\.[a-z0-9-]{1,10}){0,3}(:[0-9]{1,5})?",
-        "(/[a-zA-Z0-9._~%!$'()*+,;:-]{0,10}){0,4}/?",
+        "(/[a-zA-Z0-9._~%!$'()*+,:-]{0,10}){0,4}/?",
+        prop::collection::vec((prop::option::of("[a-zA-Z0-9_.~%-]{0,8}"), secret()), 0..3),
         prop::collection::vec((prop::option::of("[a-zA-Z0-9_.~%-]{0,8}"), secret()), 0..5),
         prop::option::of(secret()),
     )
-        .prop_map(|(scheme, userinfo, host, path, pairs, fragment)| {
-            let mut text = format!("{scheme}://");
-            let mut password = None;
-            if let Some((user, pass)) = userinfo {
-                text.push_str(&user);
-                if let Some(pass) = pass {
-                    text.push(':');
-                    text.push_str(&pass);
-                    password = Some(pass);
+        .prop_map(
+            |(scheme, userinfo, host, path, parameters, pairs, fragment)| {
+                let mut text = format!("{scheme}://");
+                let mut password = None;
+                if let Some((user, pass)) = userinfo {
+                    text.push_str(&user);
+                    if let Some(pass) = pass {
+                        text.push(':');
+                        text.push_str(&pass);
+                        password = Some(pass);
+                    }
+                    text.push('@');
                 }
-                text.push('@');
-            }
-            text.push_str(&host);
-            text.push_str(&path);
-            let mut values = Vec::new();
-            let mut redactions = 0;
-            if !pairs.is_empty() {
-                let items: Vec<String> = pairs
-                    .into_iter()
-                    .map(|(name, value)| {
+                text.push_str(&host);
+                text.push_str(&path);
+                let mut values = Vec::new();
+                let mut redactions = 0;
+                if !parameters.is_empty() {
+                    // Path parameters, e.g. `/cb;jsessionid=s3cr3t`.
+                    text.push_str("/cb");
+                    for (name, value) in parameters {
                         values.push(value.clone());
                         redactions += 1;
+                        text.push(';');
                         match name {
-                            Some(name) => format!("{name}={value}"),
-                            // A bare item, e.g. `?s3cr3ttoken`.
-                            None => value,
+                            Some(name) => text.push_str(&format!("{name}={value}")),
+                            None => text.push_str(&value),
                         }
-                    })
-                    .collect();
-                text.push('?');
-                text.push_str(&items.join("&"));
-            }
-            if let Some(fragment) = fragment {
-                text.push('#');
-                text.push_str(&fragment);
-                values.push(fragment);
-                redactions += 1;
-            }
-            BuiltUrl {
-                text,
-                values,
-                password,
-                redactions,
-            }
-        })
+                    }
+                }
+                if !pairs.is_empty() {
+                    let items: Vec<String> = pairs
+                        .into_iter()
+                        .map(|(name, value)| {
+                            values.push(value.clone());
+                            redactions += 1;
+                            match name {
+                                Some(name) => format!("{name}={value}"),
+                                // A bare item, e.g. `?s3cr3ttoken`.
+                                None => value,
+                            }
+                        })
+                        .collect();
+                    text.push('?');
+                    text.push_str(&items.join("&"));
+                }
+                if let Some(fragment) = fragment {
+                    text.push('#');
+                    text.push_str(&fragment);
+                    values.push(fragment);
+                    redactions += 1;
+                }
+                BuiltUrl {
+                    text,
+                    values,
+                    password,
+                    redactions,
+                }
+            },
+        )
 }
 
 /// Whether `needle` occurs in `url` only where it is a secret: neither inside `REDACTED`
@@ -333,7 +349,7 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn redaction_leaves_no_query_value_fragment_or_password(url in built_url()) {
+    fn redaction_leaves_no_query_value_path_parameter_fragment_or_password(url in built_url()) {
         let shown = redact::url(&url.text);
         for value in &url.values {
             prop_assume!(searchable(&url, value));
@@ -356,8 +372,8 @@ proptest! {
     #[test]
     fn redaction_never_panics(raw in any::<String>()) {
         let shown = redact::url(&raw);
-        // Nothing after a `?` or `#` survives except names and `REDACTED`.
-        if !raw.contains('?') && !raw.contains('#') && !raw.contains('@') {
+        // Nothing after a `?`, `#` or `;` survives except names and `REDACTED`.
+        if !raw.contains('?') && !raw.contains('#') && !raw.contains('@') && !raw.contains(';') {
             prop_assert_eq!(shown, raw);
         }
     }

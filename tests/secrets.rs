@@ -40,8 +40,9 @@ fn assert_clean(what: &str, text: &str, key: &str) {
 #[tokio::test]
 async fn no_output_leaks_a_key_a_usersig_or_a_url_token() {
     let key = key_for(1);
-    let url =
-        |token: &str| format!("https://user:pw{token}@hooks.example.com/cb?token={token}&x=1");
+    let url = |token: &str| {
+        format!("https://user:pw{token}@hooks.example.com/cb;jsessionid={token}?token={token}&x=1")
+    };
     let sim = Sim::start(vec![
         app(1, Some(CallbackConfig::new(url(TOKEN), &[START]))),
         app(2, clean()),
@@ -158,7 +159,7 @@ async fn no_output_leaks_a_key_a_usersig_or_a_url_token() {
         "{logs}"
     );
     assert!(
-        logs.contains("hooks.example.com/cb?token=REDACTED"),
+        logs.contains("hooks.example.com/cb;jsessionid=REDACTED?token=REDACTED"),
         "URLs appear redacted in logs"
     );
     outputs.push(("logs".to_owned(), logs));
