@@ -247,6 +247,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(ExitCode::from(1));
             }
+            // Before binding too: a daemon that cannot keep its state must not start.
+            if let Some(state_file) = &loaded.config.state_file {
+                if let Err(e) = crate::state::check_writable(state_file) {
+                    eprintln!("{e}; fix the directory or state_file, or remove state_file to keep changes in memory only");
+                    return Ok(ExitCode::from(1));
+                }
+            }
             let listen = loaded.config.listen;
             let options = daemon::Options {
                 loaded,
@@ -571,6 +578,13 @@ fn validate(path: &Path) -> ExitCode {
                     for line in e.diagnostics() {
                         eprintln!("{line}");
                     }
+                    return ExitCode::from(1);
+                }
+            }
+            // `run` refuses to start without a writable state file; say so now.
+            if let Some(state_file) = &loaded.config.state_file {
+                if let Err(e) = crate::state::check_writable(state_file) {
+                    eprintln!("{}: state_file: {e}", path.display());
                     return ExitCode::from(1);
                 }
             }

@@ -26,6 +26,9 @@ use crate::web::{self, WebConfigError};
 
 /// After a change, the state file is written once things settle for this long.
 const STATE_WRITE_DELAY: Duration = Duration::from_millis(200);
+/// After a failed write, the state file is tried again this often until a write succeeds,
+/// so `calldrift_state_write_failures_total` keeps counting while the problem lasts.
+const STATE_WRITE_RETRY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -35,6 +38,10 @@ pub enum DaemonError {
     Server(std::io::Error),
     #[error(transparent)]
     Web(#[from] WebConfigError),
+    #[error(
+        "{0}; fix the directory or state_file, or remove state_file to keep changes in memory only"
+    )]
+    StateFile(crate::state::StateError),
 }
 
 /// Asks a running daemon to reload its config (SIGHUP, `POST /-/reload`).
@@ -114,6 +121,9 @@ pub async fn run(
     metrics.reload_successful.set(1);
     metrics.reload_success_time.set(clock.unix_f64());
 
+    if let Some(path) = &config.state_file {
+        state::check_writable(path).map_err(DaemonError::StateFile)?;
+    }
     let saved = load_state(config.state_file.as_ref(), clock.as_ref());
     let status = Arc::new(Status::new(metrics.clone(), clock.clone()));
     let targets = config.targets(&loaded.secrets);
@@ -174,7 +184,11 @@ pub async fn run(
     let state_file = Arc::new(std::sync::Mutex::new(config.state_file.clone()));
     let writer_stop = CancellationToken::new();
     let writer = tokio::spawn(state_writer(
-        status.clone(),
+        StateWriter {
+            status: status.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+        },
         state_file.clone(),
         writer_stop.clone(),
     ));
@@ -213,7 +227,12 @@ pub async fn run(
     writer_stop.cancel();
     let _ = writer.await;
     let state_path = state_file.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    write_state(&status, state_path.as_ref());
+    let writer = StateWriter {
+        status: status.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+    };
+    writer.write(state_path.as_ref());
     server_stop.cancel();
     match server.await {
         Ok(Err(e)) => return Err(DaemonError::Server(e)),
@@ -328,9 +347,6 @@ fn load_state(path: Option<&PathBuf>, clock: &dyn Clock) -> BTreeMap<TargetKey, 
     let Some(path) = path else {
         return BTreeMap::new();
     };
-    if let Err(e) = state::check_writable(path) {
-        tracing::error!("{e}; changes will not survive a restart until this is fixed");
-    }
     match state::load(path, clock.unix_secs()) {
         Ok(loaded) => {
             if let Some(recovered) = loaded.recovered {
@@ -345,31 +361,64 @@ fn load_state(path: Option<&PathBuf>, clock: &dyn Clock) -> BTreeMap<TargetKey, 
     }
 }
 
-fn write_state(status: &Status, path: Option<&PathBuf>) {
-    let Some(path) = path else { return };
-    if let Err(e) = state::save(path, status.saved()) {
-        tracing::error!("{e}");
+/// What writing the state file needs: what to write, where to count, the time.
+#[derive(Clone)]
+struct StateWriter {
+    status: Arc<Status>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+}
+
+impl StateWriter {
+    /// Writes the state file if there is one; returns whether that failed.
+    fn write(&self, path: Option<&PathBuf>) -> bool {
+        let Some(path) = path else { return false };
+        match state::save(path, self.status.saved()) {
+            Ok(()) => {
+                self.metrics
+                    .state_write_success_time
+                    .set(self.clock.unix_f64());
+                false
+            }
+            Err(e) => {
+                self.metrics.state_write_failures.inc();
+                tracing::error!("{e}; retrying in {}s", STATE_WRITE_RETRY.as_secs());
+                true
+            }
+        }
     }
 }
 
-/// Writes the state file after changes, coalescing bursts.
+/// Writes the state file after changes, coalescing bursts, and again every
+/// [`STATE_WRITE_RETRY`] after a failure until a write succeeds.
 async fn state_writer(
-    status: Arc<Status>,
+    writer: StateWriter,
     path: Arc<std::sync::Mutex<Option<PathBuf>>>,
     stop: CancellationToken,
 ) {
+    let mut failing = false;
     loop {
+        let retry = async {
+            if failing {
+                tokio::time::sleep(STATE_WRITE_RETRY).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = status.state_changed.notified() => {}
+            _ = writer.status.state_changed.notified() => {}
+            _ = retry => {}
         }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(STATE_WRITE_DELAY) => {}
         }
         let current = path.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let status = status.clone();
+        let writer = writer.clone();
         // File IO off the async threads.
-        let _ = tokio::task::spawn_blocking(move || write_state(&status, current.as_ref())).await;
+        failing = tokio::task::spawn_blocking(move || writer.write(current.as_ref()))
+            .await
+            .unwrap_or(true);
     }
 }

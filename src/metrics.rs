@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::config::TargetKey;
@@ -41,6 +41,8 @@ pub struct Metrics {
     pub schedule_lag: Gauge,
     pub reload_successful: IntGauge,
     pub reload_success_time: Gauge,
+    pub state_write_failures: IntCounter,
+    pub state_write_success_time: Gauge,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
@@ -134,6 +136,18 @@ impl Metrics {
             reload_success_time: gauge(
                 "calldrift_config_last_reload_success_timestamp_seconds",
                 "Unix time of the last successful config load or reload.",
+            ),
+            state_write_failures: register(
+                &registry,
+                IntCounter::new(
+                    "calldrift_state_write_failures_total",
+                    "Failed writes of the state file; retried until one succeeds.",
+                )
+                .unwrap_or_else(|e| unreachable!("{e}")),
+            ),
+            state_write_success_time: gauge(
+                "calldrift_state_last_write_success_timestamp_seconds",
+                "Unix time of the last successful write of the state file; 0 if none yet.",
             ),
             registry,
         }

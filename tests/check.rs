@@ -308,22 +308,40 @@ fn a_config_with_typos_fails_with_line_and_column() {
     }
 }
 
-#[test]
-fn validate_accepts_the_example_with_its_secrets_and_warns() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = dir.path().join("key");
+/// The example config with its secret file and state file in `dir`; the state file's
+/// directory is `state_dir` below `dir`.
+fn example_config(dir: &std::path::Path, state_dir: &str) -> std::path::PathBuf {
+    let key = dir.join("key");
     std::fs::write(&key, "k").expect("write");
-    let text = include_str!("../config/calldrift.example.yaml").replace(
-        "/run/secrets/calldrift/prod-call",
-        key.to_str().expect("utf8"),
-    );
-    let path = dir.path().join("c.yaml");
+    let text = include_str!("../config/calldrift.example.yaml")
+        .replace(
+            "/run/secrets/calldrift/prod-call",
+            key.to_str().expect("utf8"),
+        )
+        .replace(
+            "/var/lib/calldrift/state.json",
+            dir.join(state_dir)
+                .join("state.json")
+                .to_str()
+                .expect("utf8"),
+        );
+    let path = dir.join("c.yaml");
     std::fs::write(&path, text).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_calldrift"))
+    path
+}
+
+fn validate(path: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_calldrift"))
         .args(["validate", "-c", path.to_str().expect("utf8")])
         .env("CALLDRIFT_STAGING_KEY", "k2")
         .output()
-        .expect("run");
+        .expect("run")
+}
+
+#[test]
+fn validate_accepts_the_example_with_its_secrets_and_warns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = validate(&example_config(dir.path(), ""));
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -331,6 +349,27 @@ fn validate_accepts_the_example_with_its_secrets_and_warns() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid (2 apps, 2 targets)"));
+}
+
+#[test]
+fn validate_and_run_refuse_a_state_file_whose_directory_is_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = example_config(dir.path(), "missing");
+    let out = validate(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("state_file") && stderr.contains("missing/state.json"),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_calldrift"))
+        .args(["run", "-c", path.to_str().expect("utf8")])
+        .env("CALLDRIFT_STAGING_KEY", "k2")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("missing/state.json"), "{stderr}");
 }
 
 #[test]

@@ -2,7 +2,12 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use calldrift::clock::SystemClock;
+use calldrift::daemon;
+use tokio_util::sync::CancellationToken;
 
 use calldrift::sim::{CallbackConfig, FaultKind, FaultRule};
 use common::*;
@@ -418,7 +423,7 @@ async fn a_change_made_while_stopped_is_reported_after_restart() {
 }
 
 #[tokio::test]
-async fn a_corrupt_state_file_is_moved_aside_and_an_unwritable_one_does_not_stop_polling() {
+async fn a_corrupt_state_file_is_moved_aside_and_a_fresh_one_written() {
     let sim = Sim::start(vec![app(1, clean())]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("state.json"), "{not json").expect("write");
@@ -446,15 +451,106 @@ async fn a_corrupt_state_file_is_moved_aside_and_an_unwritable_one_does_not_stop
         names.iter().any(|n| n == "state.json"),
         "a fresh state was written: {names:?}"
     );
+}
 
+#[tokio::test]
+async fn a_state_file_that_cannot_be_written_at_start_stops_the_start() {
+    let sim = Sim::start(vec![app(1, clean())]).await;
     let yaml = config_yaml(
         &sim,
         &format!("{FAST}\nstate_file: /nonexistent-dir/state.json"),
         &[app_yaml("a", 1, "")],
     );
-    let d = Daemon::start(&yaml).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config_path, loaded) = load_config(dir.path(), &yaml);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (_reload, inbox) = daemon::reload_channel();
+    let options = daemon::Options {
+        loaded,
+        config_path: Some(config_path),
+        resolver: None,
+        shard: None,
+    };
+    let run = daemon::run(
+        options,
+        listener,
+        Arc::new(SystemClock),
+        CancellationToken::new(),
+        inbox,
+    );
+    let result = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the start is refused at once");
+    let message = result
+        .expect_err("an unwritable state file refuses the start")
+        .to_string();
+    assert!(message.contains("/nonexistent-dir"), "{message}");
+}
+
+#[tokio::test]
+async fn a_state_file_that_stops_being_writable_is_counted_and_polling_goes_on() {
+    let sim = Sim::start(vec![app(1, clean())]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).expect("mkdir");
+    let yaml = config_yaml(
+        &sim,
+        &format!("{FAST}\nstate_file: {}", sub.join("state.json").display()),
+        &[app_yaml("a", 1, "")],
+    );
+    let d = Daemon::start_in(dir, &yaml).await;
     wait_ready(&d).await;
-    assert_eq!(d.scrape().await.target("calldrift_up", "a", &[]), Some(1.0));
+    wait_until(Duration::from_secs(5), "a first write", || async {
+        d.scrape()
+            .await
+            .value("calldrift_state_last_write_success_timestamp_seconds", &[])
+            > Some(0.0)
+    })
+    .await;
+    assert_eq!(
+        d.scrape()
+            .await
+            .value("calldrift_state_write_failures_total", &[]),
+        Some(0.0)
+    );
+    // The directory turns into a file (even root cannot write below that); a change wants
+    // a write.
+    std::fs::remove_dir_all(&sub).expect("rmdir");
+    std::fs::write(&sub, "not a directory").expect("file");
+    sim.set_app(
+        1,
+        Some(CallbackConfig::new(
+            "http://hooks.example.com/cb",
+            &[START, END],
+        )),
+    );
+    wait_until(Duration::from_secs(5), "a failed write counted", || async {
+        d.scrape()
+            .await
+            .value("calldrift_state_write_failures_total", &[])
+            >= Some(1.0)
+    })
+    .await;
+    let m = d.scrape().await;
+    assert_eq!(m.target("calldrift_up", "a", &[]), Some(1.0));
+    assert_eq!(
+        m.target("calldrift_drift", "a", &[("check", "url_scheme")]),
+        Some(1.0)
+    );
+    let before = m.value("calldrift_state_last_write_success_timestamp_seconds", &[]);
+    // Fixed: the next change is written.
+    std::fs::remove_file(&sub).expect("rm");
+    std::fs::create_dir(&sub).expect("mkdir");
+    sim.set_app(1, clean());
+    wait_until(Duration::from_secs(5), "a write after the fix", || async {
+        d.scrape()
+            .await
+            .value("calldrift_state_last_write_success_timestamp_seconds", &[])
+            > before
+    })
+    .await;
     d.stop().await;
 }
 
