@@ -44,7 +44,8 @@ enum Frame {
     ComplexKey,
 }
 
-fn join(parent: &str, segment: &str) -> String {
+/// `parent.segment`, or `segment` at the root.
+pub(super) fn join(parent: &str, segment: &str) -> String {
     if parent.is_empty() {
         segment.to_owned()
     } else {
