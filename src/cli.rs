@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, LogFormat};
 use crate::daemon::{self, ReloadHandle};
+use crate::secret::SecretKey;
 use crate::shard::Shard;
 use crate::sim::{Scenario, Simulator};
-use crate::tencent::usersig::{self, SecretKey};
+use crate::tencent::usersig;
 use crate::web;
 
 #[derive(Debug, Parser)]

@@ -21,7 +21,7 @@ use crate::server::{self, AppState, ReloadReply};
 use crate::shard::Shard;
 use crate::state::{self, SavedTarget};
 use crate::status::Status;
-use crate::tencent::{Client, ClientError, ClientSettings, Resolver};
+use crate::tencent::{self, Client, ClientError, ClientSettings, Resolver};
 use crate::web::{self, WebConfigError};
 
 /// After a change, the state file is written once things settle for this long.
@@ -116,7 +116,7 @@ pub async fn run(
 
     let saved = load_state(config.state_file.as_ref(), clock.as_ref());
     let status = Arc::new(Status::new(metrics.clone(), clock.clone()));
-    let targets = config.targets(&loaded.secrets);
+    let targets = tencent::targets(&config, &loaded.secrets);
     status.apply_targets(&targets, &saved);
 
     let limits = Arc::new(RateLimits::new(
@@ -272,7 +272,7 @@ fn reload(
     if loaded.config.listen != current.config.listen {
         tracing::warn!(old = %current.config.listen, new = %loaded.config.listen, "listen changed; it takes effect at the next restart");
     }
-    let targets = loaded.config.targets(&loaded.secrets);
+    let targets = tencent::targets(&loaded.config, &loaded.secrets);
     status.apply_targets(&targets, saved);
     let _ = plans.send(Arc::new(Plan {
         targets: targets.into_iter().map(Arc::new).collect(),

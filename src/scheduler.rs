@@ -26,10 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::{DISPATCH_STEP, Grid, power_of_two_ms};
-use crate::config::{Target, TargetKey};
+use crate::config::TargetKey;
 use crate::metrics::Metrics;
 use crate::status::Status;
-use crate::tencent::Client;
+use crate::tencent::{Client, Target};
 
 /// What the loop polls and how; replaced as a whole on reload.
 #[derive(Debug, Clone)]

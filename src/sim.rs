@@ -78,7 +78,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::tencent::usersig::{self, SecretKey};
+use crate::secret::SecretKey;
+use crate::tencent::usersig;
 
 /// Requests per app in any 1-second window above which the gateway answers 60011.
 pub const PER_APP_LIMIT: u64 = 200;

@@ -59,7 +59,7 @@ use crate::check;
 use crate::clock::Clock;
 use crate::config::{self, Config, Pos, SecretSource, Secrets, TargetKey};
 use crate::drift::{self, Expected, ExtraCommands, Observed, Presence};
-use crate::tencent::{ClientError, PollOutcome};
+use crate::tencent::{self, ClientError, PollOutcome};
 
 /// The first words of the header, also how an earlier snapshot's header is recognised.
 const HEADER_MARK: &str = "# calldrift snapshot";
@@ -202,7 +202,7 @@ pub async fn observe(
     clock: Arc<dyn Clock>,
 ) -> Result<BTreeMap<String, AppBaseline>, SnapshotError> {
     let client = check::client(config, clock)?;
-    let targets = config.targets(secrets);
+    let targets = tencent::targets(config, secrets);
     let mut outcomes: BTreeMap<TargetKey, PollOutcome> =
         check::poll_outcomes(&client, targets, config.poll.max_concurrency)
             .await

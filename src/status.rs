@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::clock::Clock;
-use crate::config::{Target, TargetKey};
+use crate::config::TargetKey;
 use crate::drift::{self, Check, Finding, Observed};
 use crate::metrics::{self, MAX_OBSERVED_COMMAND_SERIES, Metrics, TargetSample};
 use crate::report::{ObservedView, Report, Status as ReportStatus, TargetReport};
 use crate::state::SavedTarget;
-use crate::tencent::{PollError, PollOutcome};
+use crate::tencent::{PollError, PollOutcome, Target};
 
 /// How many transitions the page and API keep.
 pub const TRANSITION_HISTORY: usize = 100;

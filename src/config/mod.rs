@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::diagnostics::{Diagnostic, Severity};
@@ -30,7 +29,7 @@ use self::positions::Positions;
 use self::raw::RawConfig;
 pub use self::secrets::{Secrets, resolve_secrets};
 use crate::drift::Expected;
-use crate::tencent::usersig::{SecretKey, UserSigCache};
+use crate::secret::SecretKey;
 
 /// Where calldrift looks for its config when neither `--config` nor `$CALLDRIFT_CONFIG` is set.
 pub const DEFAULT_PATH: &str = "/etc/calldrift/calldrift.yaml";
@@ -182,54 +181,7 @@ impl fmt::Display for TargetKey {
     }
 }
 
-/// One (app, region) pair, ready to poll.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub key: TargetKey,
-    pub identifier: String,
-    /// Primary base URL first, then the backup domain if the region has one.
-    pub bases: Vec<String>,
-    /// Shared by all regions of one app.
-    pub usersig: Arc<UserSigCache>,
-    pub expect: Expected,
-}
-
 impl Config {
-    /// Every (app, region) pair, in config order. Apps without a resolved secret are left out.
-    pub fn targets(&self, secrets: &Secrets) -> Vec<Target> {
-        let mut targets = Vec::new();
-        for app in &self.apps {
-            let Some(key) = secrets.get(&app.name) else {
-                continue;
-            };
-            let usersig = Arc::new(UserSigCache::new(
-                key.clone(),
-                app.sdkappid,
-                app.identifier.clone(),
-                app.usersig_ttl.as_secs(),
-            ));
-            for region_name in &app.regions {
-                let Some(region) = self.regions.get(region_name) else {
-                    continue;
-                };
-                targets.push(Target {
-                    key: TargetKey {
-                        app: app.name.clone(),
-                        sdkappid: app.sdkappid,
-                        region: region_name.clone(),
-                    },
-                    identifier: app.identifier.clone(),
-                    bases: std::iter::once(region.base.clone())
-                        .chain(region.backup.clone())
-                        .collect(),
-                    usersig: usersig.clone(),
-                    expect: app.expect.clone(),
-                });
-            }
-        }
-        targets
-    }
-
     /// The number of (app, region) pairs.
     pub fn target_count(&self) -> usize {
         self.apps.iter().map(|a| a.regions.len()).sum()

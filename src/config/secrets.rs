@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{App, Config, ConfigError, Diagnostic, SecretSource, Severity};
-use crate::tencent::usersig::SecretKey;
+use crate::secret::SecretKey;
 
 /// The secret key of every app, by app name.
 #[derive(Debug, Default, Clone)]

@@ -6,6 +6,7 @@
 //! with a `Response`, or ErrorCode 100301.
 
 mod deadlines;
+mod target;
 pub mod transport;
 pub mod usersig;
 
@@ -20,10 +21,11 @@ use rand::Rng;
 use serde::Deserialize;
 
 use crate::clock::Clock;
-use crate::config::{Config, Target};
+use crate::config::Config;
 use crate::drift::Observed;
 use crate::ratelimit::RateLimits;
 use deadlines::Deadlines;
+pub use target::{BaseUrls, Target, targets};
 
 /// Response bodies larger than this are rejected without being read whole.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -460,19 +462,23 @@ impl Client {
     }
 
     fn base_url<'a>(&self, target: &'a Target) -> &'a str {
+        let primary = target.bases.primary();
+        let Some(backup) = target.bases.backup() else {
+            return primary;
+        };
         let failover = self.failover.lock().unwrap_or_else(|p| p.into_inner());
         let on_backup = failover
             .get(&target.key.region)
             .and_then(|f| f.backup_until)
             .is_some_and(|until| until > Instant::now());
-        match (on_backup, target.bases.get(1)) {
-            (true, Some(backup)) => backup,
-            _ => &target.bases[0],
-        }
+        if on_backup { backup } else { primary }
     }
 
     fn note_transport(&self, target: &Target, base: &str, failed: bool) {
-        if target.bases.len() < 2 || base != target.bases[0] {
+        let Some(backup) = target.bases.backup() else {
+            return;
+        };
+        if base != target.bases.primary() {
             return;
         }
         let mut failover = self.failover.lock().unwrap_or_else(|p| p.into_inner());
@@ -485,7 +491,7 @@ impl Client {
         if state.consecutive_transport_failures >= FAILOVER_AFTER {
             state.consecutive_transport_failures = 0;
             state.backup_until = Some(Instant::now() + FAILOVER_FOR);
-            tracing::warn!(region = %target.key.region, backup = %target.bases[1], "primary domain failing at the transport level; using the backup domain");
+            tracing::warn!(region = %target.key.region, backup = %backup, "primary domain failing at the transport level; using the backup domain");
         }
     }
 

@@ -14,35 +14,10 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::secret::SecretKey;
+
 /// Largest decompressed UserSig we accept; real ones are ~200 bytes.
 const MAX_DECODED_LEN: u64 = 64 * 1024;
-
-/// An app's secret key. Never printed: `Debug` and `Display` show `[REDACTED]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretKey(String);
-
-impl SecretKey {
-    pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into())
-    }
-
-    /// The key itself, for signing and for tests that search output for leaks.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretKey([REDACTED])")
-    }
-}
-
-impl fmt::Display for SecretKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[REDACTED]")
-    }
-}
 
 /// A minted UserSig. A bearer credential, so it redacts itself like [`SecretKey`].
 #[derive(Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use super::resolve_path;
 use crate::config::raw::{RawApp, RawExpect};
 use crate::config::{App, Diagnostics, Pos, Region, SecretSource};
 use crate::drift::Expected;
-use crate::tencent::usersig::SecretKey;
+use crate::secret::SecretKey;
 
 /// What every app is checked against.
 pub(super) struct Context<'a> {
