@@ -20,7 +20,7 @@ use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT as USER_AG
 use rand::Rng;
 use serde::Deserialize;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, later};
 use crate::config::Config;
 use crate::drift::Observed;
 use crate::ratelimit::RateLimits;
@@ -322,6 +322,13 @@ struct CallbackBody {
     commands: Option<Vec<String>>,
 }
 
+/// Exponential backoff with jitter: `base`·2^`retry` (at most 2^6) scaled by `jitter`, a
+/// factor in [0.5, 1]; saturating, since `base` comes from public settings.
+fn backoff(base: Duration, retry: u32, jitter: f64) -> Duration {
+    let full = base.saturating_mul(1 << retry.min(6));
+    Duration::try_from_secs_f64(full.as_secs_f64() * jitter).unwrap_or(full)
+}
+
 /// What one HTTP attempt produced.
 struct Attempt {
     result: Result<Observed, PollError>,
@@ -455,10 +462,12 @@ impl Client {
         }
     }
 
-    /// Exponential backoff with jitter: base·2^n scaled by a random factor in [0.5, 1].
     fn backoff(&self, retry: u32) -> Duration {
-        let full = self.settings.backoff.saturating_mul(1 << retry.min(6));
-        full.mul_f64(rand::rng().random_range(0.5..=1.0))
+        backoff(
+            self.settings.backoff,
+            retry,
+            rand::rng().random_range(0.5..=1.0),
+        )
     }
 
     fn base_url<'a>(&self, target: &'a Target) -> &'a str {
@@ -490,7 +499,7 @@ impl Client {
         state.consecutive_transport_failures += 1;
         if state.consecutive_transport_failures >= FAILOVER_AFTER {
             state.consecutive_transport_failures = 0;
-            state.backup_until = Some(Instant::now() + FAILOVER_FOR);
+            state.backup_until = Some(later(Instant::now(), FAILOVER_FOR));
             tracing::warn!(region = %target.key.region, backup = %backup, "primary domain failing at the transport level; using the backup domain");
         }
     }
@@ -661,6 +670,16 @@ mod tests {
             "authentication failed: ErrorCode 70009 (bad sig) RequestId Id-1"
         );
         assert_eq!(e.reason(), "auth");
+    }
+
+    #[test]
+    fn backoff_doubles_and_saturates_instead_of_panicking() {
+        let base = Duration::from_millis(200);
+        assert_eq!(backoff(base, 0, 1.0), base);
+        assert_eq!(backoff(base, 2, 0.5), Duration::from_millis(400));
+        assert_eq!(backoff(base, 40, 1.0), base * 64);
+        assert_eq!(backoff(Duration::MAX, 3, 1.0), Duration::MAX);
+        assert!(backoff(Duration::MAX, 3, 0.5) > Duration::from_secs(u64::MAX / 4));
     }
 
     #[test]

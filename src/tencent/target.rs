@@ -122,4 +122,21 @@ mod tests {
             "one cache per app"
         );
     }
+
+    #[test]
+    fn the_longest_valid_durations_pass_through_the_client_arithmetic() {
+        let text = "poll:\n  interval: 24h\n  timeout: 5m\napps:\n  - name: a\n    sdkappid: 1\n    regions: [china]\n    secret_key: k\n    usersig_ttl: 180d\n";
+        let (config, _) = parse(text, "c.yaml", Path::new("/")).expect("valid");
+        let (secrets, _) = resolve_secrets(&config, &|_| None).expect("resolves");
+        let all = targets(&config, &secrets);
+        let cache = &all[0].usersig;
+        for now in [0, 1_700_000_000, u64::MAX - 1, u64::MAX] {
+            cache.invalidate();
+            let sig = cache.get(now);
+            assert_eq!(cache.get(now), sig);
+        }
+        let start = std::time::Instant::now();
+        let due = crate::clock::later(start, config.poll.interval);
+        assert_eq!(due - start, config.poll.interval);
+    }
 }

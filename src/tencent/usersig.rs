@@ -274,7 +274,8 @@ impl UserSigCache {
             .current
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let renew_after = self.ttl_secs * 4 / 5;
+        // 4/5 of the TTL, rounded down as `ttl * 4 / 5` would be, without its overflow.
+        let renew_after = self.ttl_secs / 5 * 4 + self.ttl_secs % 5 * 4 / 5;
         match &*current {
             Some((sig, minted)) if now >= *minted && now - minted < renew_after => sig.clone(),
             _ => {
@@ -445,5 +446,25 @@ mod tests {
         assert_eq!(decode(renewed.expose()).unwrap().time, 1080);
         cache.invalidate();
         assert_eq!(decode(cache.get(1081).expose()).unwrap().time, 1081);
+        for (ttl, last_cached) in [(7, 1004), (9, 1006)] {
+            let cache = UserSigCache::new(SecretKey::new("k"), 1, "admin".into(), ttl);
+            let first = cache.get(1000);
+            assert_eq!(cache.get(last_cached), first, "ttl {ttl}");
+            assert_ne!(cache.get(last_cached + 1), first, "ttl {ttl}");
+        }
+    }
+
+    #[test]
+    fn an_absurd_ttl_or_clock_does_not_panic() {
+        for ttl in [u64::MAX, u64::MAX - 1, 180 * 86_400] {
+            let cache = UserSigCache::new(SecretKey::new("k"), 1, "admin".into(), ttl);
+            let first = cache.get(u64::MAX);
+            assert_eq!(cache.get(u64::MAX), first);
+            let decoded = decode(first.expose()).expect("decodes");
+            assert_eq!((decoded.time, decoded.expire), (u64::MAX, ttl));
+            assert!(verify(&SecretKey::new("k"), first.expose(), 1, "admin", u64::MAX).is_ok());
+            // A clock that went back mints anew rather than trusting the cached one.
+            assert_ne!(cache.get(0), first);
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use super::durations::duration;
+use super::durations::{USERSIG_TTL, duration};
 use super::expect;
 use super::resolve_path;
 use crate::config::raw::{RawApp, RawExpect};
@@ -237,7 +237,13 @@ fn usersig_ttl(
     diagnostics: &mut Diagnostics,
 ) -> Duration {
     let field = format!("{path}.usersig_ttl");
-    let ttl = duration(diagnostics, &field, raw, Duration::from_secs(86_400));
+    let ttl = duration(
+        diagnostics,
+        &field,
+        raw,
+        Duration::from_secs(86_400),
+        &USERSIG_TTL,
+    );
     if ttl < Duration::from_secs(300) {
         diagnostics.error(
             &field,

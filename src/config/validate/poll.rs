@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::durations::duration;
+use super::durations::{POLL_INTERVAL, POLL_TIMEOUT, duration};
 use crate::config::raw::{RawPoll, RawRateLimit};
 use crate::config::{Config, Diagnostics, Poll, RateLimit};
 
@@ -14,12 +14,14 @@ pub(super) fn poll(raw: RawPoll, diagnostics: &mut Diagnostics) -> Poll {
             "poll.interval",
             raw.interval.as_deref(),
             Duration::from_secs(60),
+            &POLL_INTERVAL,
         ),
         timeout: duration(
             diagnostics,
             "poll.timeout",
             raw.timeout.as_deref(),
             Duration::from_secs(5),
+            &POLL_TIMEOUT,
         ),
         retries: raw.retries.unwrap_or(2),
         max_concurrency: raw.max_concurrency.unwrap_or(16) as usize,
