@@ -134,6 +134,11 @@ impl Positions {
             .unwrap_or_else(|| self.value(path))
     }
 
+    /// Where the key of `path` is written, if it is.
+    pub fn key_if_written(&self, path: &str) -> Option<Pos> {
+        self.keys.get(path).copied()
+    }
+
     fn nearest(&self, path: &str, table: &HashMap<String, Pos>) -> Pos {
         let mut current = path;
         loop {

@@ -9,7 +9,7 @@ use super::durations::{USERSIG_TTL, duration};
 use super::expect;
 use super::resolve_path;
 use crate::config::raw::{RawApp, RawExpect};
-use crate::config::{App, Diagnostics, Pos, Region, SecretSource};
+use crate::config::{App, Diagnostics, Pos, Region, SecretSource, Severity};
 use crate::drift::Expected;
 use crate::secret::SecretKey;
 
@@ -25,7 +25,21 @@ pub(super) struct Context<'a> {
 }
 
 /// Every valid app, in config order; names and (SDKAppID, region) targets are unique.
+/// A config that lists no app is an error: it is almost always a truncated file, and a
+/// daemon started or reloaded from it would silently stop watching everything.
 pub(super) fn apps(raw: Vec<RawApp>, context: &Context, diagnostics: &mut Diagnostics) -> Vec<App> {
+    if raw.is_empty() {
+        let pos = diagnostics
+            .positions()
+            .key_if_written("apps")
+            .unwrap_or(Pos::START);
+        diagnostics.push(
+            Severity::Error,
+            pos,
+            "the config lists no apps; calldrift would watch nothing (a truncated file?)"
+                .to_owned(),
+        );
+    }
     let mut apps = Vec::new();
     let mut names = HashMap::new();
     let mut targets = HashMap::new();
@@ -54,9 +68,6 @@ pub(super) fn apps(raw: Vec<RawApp>, context: &Context, diagnostics: &mut Diagno
             }
         }
         apps.push(app);
-    }
-    if apps.is_empty() && !diagnostics.has_errors() {
-        diagnostics.warning("apps", "no apps configured: there is nothing to watch");
     }
     apps
 }
@@ -256,6 +267,25 @@ fn usersig_ttl(
 #[cfg(test)]
 mod tests {
     use crate::config::tests::{APP, errors};
+
+    #[test]
+    fn a_config_without_apps_is_refused_at_the_apps_key_or_the_start() {
+        const NO_APPS: &str =
+            "the config lists no apps; calldrift would watch nothing (a truncated file?)";
+        for (text, at) in [
+            ("", "1:1"),
+            ("# a comment\n\nlisten: \"0.0.0.0:9797\"\n", "1:1"),
+            ("poll:\n  interval: 30s\napps: []\n", "3:1"),
+            ("listen: \"0.0.0.0:9797\"\napps:\n", "2:1"),
+            ("poll:\n  interval: soon\n  apps: x\n", "1:1"),
+        ] {
+            let all = errors(text);
+            assert!(
+                all.contains(&format!("c.yaml:{at}: {NO_APPS}")),
+                "{text:?}: {all:?}"
+            );
+        }
+    }
 
     #[test]
     fn duplicate_targets_are_rejected() {
