@@ -211,7 +211,7 @@ fn load_and_start_logging(
     path: &Path,
     cli_level: &Option<String>,
     cli_format: Option<LogFormatArg>,
-) -> Option<config::Loaded> {
+) -> Option<config::LoadedConfig> {
     let loaded = match config::load(path) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -446,7 +446,7 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     let (handle, inbox) = daemon::reload_channel();
     tokio::spawn(cancel_on_signal(shutdown.clone(), Some(handle)));
     let options = daemon::Options {
-        loaded: config::Loaded {
+        loaded: config::LoadedConfig {
             config,
             secrets,
             warnings: Vec::new(),

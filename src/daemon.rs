@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
-use crate::config::{self, Config, Loaded, TargetKey};
+use crate::config::{self, Config, LoadedConfig, TargetKey};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
 use crate::scheduler::{self, Plan};
@@ -74,7 +74,7 @@ pub fn reload_channel() -> (ReloadHandle, ReloadInbox) {
 /// What the daemon starts from.
 #[derive(Debug)]
 pub struct Options {
-    pub loaded: Loaded,
+    pub loaded: LoadedConfig,
     /// The file to read again on reload; `None` (the demo) refuses reloads.
     pub config_path: Option<PathBuf>,
     /// A DNS resolver instead of the system's (tests, embedding).

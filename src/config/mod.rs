@@ -197,16 +197,17 @@ impl Config {
     }
 }
 
-/// The result of reading a config: the config and any warnings.
+/// A config read, validated and with its secrets resolved, with its warnings: what `run`,
+/// `check` and `validate` start from.
 #[derive(Debug)]
-pub struct Loaded {
+pub struct LoadedConfig {
     pub config: Config,
     pub secrets: Secrets,
     pub warnings: Vec<Diagnostic>,
 }
 
 /// Reads, parses, validates and resolves secrets: what `run`, `check` and `validate` do.
-pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     load_with_env(path, &|name| std::env::var(name).ok())
 }
 
@@ -214,7 +215,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 pub fn load_with_env(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Loaded, ConfigError> {
+) -> Result<LoadedConfig, ConfigError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: origin.clone(),
@@ -224,7 +225,7 @@ pub fn load_with_env(
     let (config, mut warnings) = parse(&text, &origin, base_dir)?;
     let (secrets, secret_warnings) = resolve_secrets(&config, env)?;
     warnings.extend(secret_warnings);
-    Ok(Loaded {
+    Ok(LoadedConfig {
         config,
         secrets,
         warnings,

@@ -13,12 +13,14 @@ use crate::secret::SecretKey;
 pub struct Secrets(BTreeMap<String, SecretKey>);
 
 impl Secrets {
+    /// The key of the app named `app`.
     pub fn get(&self, app: &str) -> Option<&SecretKey> {
         self.0.get(app)
     }
 
-    /// Every key, for tests that search output for leaks.
-    pub fn keys(&self) -> impl Iterator<Item = &SecretKey> {
+    /// Every secret key (the values, not the app names), for tests that search output
+    /// for leaks.
+    pub fn values(&self) -> impl Iterator<Item = &SecretKey> {
         self.0.values()
     }
 }
