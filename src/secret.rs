@@ -8,6 +8,7 @@ use std::fmt;
 pub struct SecretKey(String);
 
 impl SecretKey {
+    /// The key, as read from its file, variable or the config.
     pub fn new(key: impl Into<String>) -> Self {
         Self(key.into())
     }

@@ -15,6 +15,7 @@ pub struct BaseUrls {
 }
 
 impl BaseUrls {
+    /// A primary base URL, and the backup domain if the region has one.
     pub fn new(primary: String, backup: Option<String>) -> Self {
         Self { primary, backup }
     }
