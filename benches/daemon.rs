@@ -282,7 +282,7 @@ async fn check_wall_time() -> f64 {
 async fn simulator_ceiling(measure: Duration) -> f64 {
     let apps = 2000u64;
     let sim = start_sim(apps).await;
-    let key = calldrift::tencent::usersig::SecretKey::new(KEY);
+    let key = calldrift::secret::SecretKey::new(KEY);
     let now = SystemClock.unix_secs();
     let urls: Vec<String> = (0..apps)
         .map(|i| {

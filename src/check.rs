@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::config::{Config, Secrets, Target};
+use crate::config::{Config, Secrets};
 use crate::drift;
 use crate::ratelimit::RateLimits;
 use crate::report::{ObservedView, Report, TargetReport};
 use crate::shard::Shard;
-use crate::tencent::{Client, ClientError, ClientSettings, NoObserver, PollOutcome};
+use crate::tencent::{self, Client, ClientError, ClientSettings, NoObserver, PollOutcome, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -86,8 +86,7 @@ pub async fn run_selected(
         }
         tracing::info!(%shard, targets = config.target_count(), "checking this shard's targets only");
     }
-    let targets: Vec<Target> = config
-        .targets(secrets)
+    let targets: Vec<Target> = tencent::targets(&config, secrets)
         .into_iter()
         .filter(|t| selection.apps.is_empty() || selection.apps.contains(&t.key.app))
         .collect();

@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, LogFormat};
 use crate::daemon::{self, ReloadHandle};
+use crate::secret::SecretKey;
 use crate::shard::Shard;
 use crate::sim::{Scenario, Simulator};
-use crate::tencent::usersig::{self, SecretKey};
+use crate::tencent::usersig;
 use crate::web;
 
 #[derive(Debug, Parser)]
@@ -210,7 +211,7 @@ fn load_and_start_logging(
     path: &Path,
     cli_level: &Option<String>,
     cli_format: Option<LogFormatArg>,
-) -> Option<config::Loaded> {
+) -> Option<config::LoadedConfig> {
     let loaded = match config::load(path) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -250,7 +251,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Before binding too: a daemon that cannot keep its state must not start.
             if let Some(state_file) = &loaded.config.state_file {
                 if let Err(e) = crate::state::check_writable(state_file) {
-                    eprintln!("{e}; fix the directory or state_file, or remove state_file to keep changes in memory only");
+                    eprintln!(
+                        "{e}; fix the directory or state_file, or remove state_file to keep changes in memory only"
+                    );
                     return Ok(ExitCode::from(1));
                 }
             }
@@ -452,7 +455,7 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     let (handle, inbox) = daemon::reload_channel();
     tokio::spawn(cancel_on_signal(shutdown.clone(), Some(handle)));
     let options = daemon::Options {
-        loaded: config::Loaded {
+        loaded: config::LoadedConfig {
             config,
             secrets,
             warnings: Vec::new(),

@@ -77,6 +77,17 @@ pub fn power_of_two_ms(at_most: Duration) -> Duration {
     Duration::from_millis(1 << (63 - ms.leading_zeros()))
 }
 
+/// How far [`later`] looks ahead at most: about 30 years, like tokio's own "far future".
+/// Later than any timer calldrift means, and representable wherever an `Instant` is.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 86_400);
+
+/// `instant + by`, except that it cannot panic: a duration beyond about 30 years counts as
+/// 30 years. Durations from the config are bounded by validation, but the types that carry
+/// them (`Plan`, `ClientSettings`, …) are public and take any value.
+pub fn later(instant: Instant, by: Duration) -> Instant {
+    instant.checked_add(by.min(FAR_FUTURE)).unwrap_or(instant)
+}
+
 /// Instants `origin + k·step`. Timers set on a grid fire together, so tasks due at about
 /// the same time share one wake-up of the runtime instead of having one each.
 #[derive(Debug, Clone, Copy)]
@@ -185,6 +196,18 @@ mod tests {
                 "{at_most} ms"
             );
         }
+    }
+
+    #[test]
+    fn later_never_panics_and_caps_at_the_far_future() {
+        let now = Instant::now();
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        let far = later(now, Duration::MAX);
+        assert_eq!(far, later(now, FAR_FUTURE));
+        assert!(far > now + Duration::from_secs(86_400 * 365 * 29));
     }
 
     #[test]

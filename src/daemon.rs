@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
-use crate::config::{self, Config, Loaded, TargetKey};
+use crate::config::{self, Config, LoadedConfig, TargetKey};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
 use crate::scheduler::{self, Plan};
@@ -21,7 +21,7 @@ use crate::server::{self, AppState, ReloadReply};
 use crate::shard::Shard;
 use crate::state::{self, SavedTarget};
 use crate::status::Status;
-use crate::tencent::{Client, ClientError, ClientSettings, Resolver};
+use crate::tencent::{self, Client, ClientError, ClientSettings, Resolver};
 use crate::web::{self, WebConfigError};
 
 /// After a change, the state file is written once things settle for this long.
@@ -81,7 +81,7 @@ pub fn reload_channel() -> (ReloadHandle, ReloadInbox) {
 /// What the daemon starts from.
 #[derive(Debug)]
 pub struct Options {
-    pub loaded: Loaded,
+    pub loaded: LoadedConfig,
     /// The file to read again on reload; `None` (the demo) refuses reloads.
     pub config_path: Option<PathBuf>,
     /// A DNS resolver instead of the system's (tests, embedding).
@@ -126,7 +126,7 @@ pub async fn run(
     }
     let saved = load_state(config.state_file.as_ref(), clock.as_ref());
     let status = Arc::new(Status::new(metrics.clone(), clock.clone()));
-    let targets = config.targets(&loaded.secrets);
+    let targets = tencent::targets(&config, &loaded.secrets);
     status.apply_targets(&targets, &saved);
 
     let limits = Arc::new(RateLimits::new(
@@ -291,7 +291,7 @@ fn reload(
     if loaded.config.listen != current.config.listen {
         tracing::warn!(old = %current.config.listen, new = %loaded.config.listen, "listen changed; it takes effect at the next restart");
     }
-    let targets = loaded.config.targets(&loaded.secrets);
+    let targets = tencent::targets(&loaded.config, &loaded.secrets);
     status.apply_targets(&targets, saved);
     let _ = plans.send(Arc::new(Plan {
         targets: targets.into_iter().map(Arc::new).collect(),

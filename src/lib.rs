@@ -12,6 +12,7 @@
 //! - [`redact`]: how callback URLs are shown anywhere.
 //! - [`report`]: the per-target report of `check` and `/api/v1/targets`.
 //! - [`scheduler`]: the poll loop: spread, skips, lag.
+//! - [`secret`]: the secret key type, which never prints itself.
 //! - [`server`]: the HTTP endpoints and the landing page.
 //! - [`snapshot`]: `calldrift snapshot`: a config whose expectations are what was observed.
 //! - [`shard`]: `--shard INDEX/COUNT`: which apps one replica polls.
@@ -42,6 +43,7 @@ pub mod ratelimit;
 pub mod redact;
 pub mod report;
 pub mod scheduler;
+pub mod secret;
 pub mod server;
 pub mod shard;
 pub mod sim;

@@ -21,7 +21,7 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-use crate::clock::Grid;
+use crate::clock::{Grid, later};
 
 /// The hard cap's window: one second plus a margin for the jitter between passing the
 /// limiter here and the request's arrival at the gateway.
@@ -201,7 +201,8 @@ impl RateLimits {
             // there per call costs more CPU than the call itself, so sleep on tokio's timer.
             while let Err(not_until) = self.pacing.check() {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                tokio::time::sleep_until(self.grid.at_or_after(Instant::now() + wait).into()).await;
+                tokio::time::sleep_until(self.grid.at_or_after(later(Instant::now(), wait)).into())
+                    .await;
             }
             while let Some(free_at) = windows.global.free_at(Instant::now()) {
                 tokio::time::sleep_until(self.window_grid.at_or_after(free_at).into()).await;
@@ -226,7 +227,7 @@ impl RateLimits {
 
     /// Keeps calls for `sdkappid` back for `pause`, after the gateway said it is over its limit.
     pub fn slow_down(&self, sdkappid: u64, pause: Duration) {
-        let until = Instant::now() + pause;
+        let until = later(Instant::now(), pause);
         let mut cooldown = self.cooldown.lock().unwrap_or_else(|p| p.into_inner());
         let entry = cooldown.entry(sdkappid).or_insert(until);
         *entry = (*entry).max(until);

@@ -25,11 +25,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::{DISPATCH_STEP, Grid, power_of_two_ms};
-use crate::config::{Target, TargetKey};
+use crate::clock::{DISPATCH_STEP, Grid, later, power_of_two_ms};
+use crate::config::TargetKey;
 use crate::metrics::Metrics;
 use crate::status::Status;
-use crate::tencent::Client;
+use crate::tencent::{Client, Target};
 
 /// What the loop polls and how; replaced as a whole on reload.
 #[derive(Debug, Clone)]
@@ -164,7 +164,7 @@ impl Dispatcher {
                 .insert(target.key.clone());
             if already_running {
                 self.status.skipped(&target.key);
-                self.queue.push(due + self.plan.interval, index);
+                self.queue.push(after(due, self.plan.interval), index);
                 continue;
             }
             let slot = tokio::select! {
@@ -179,7 +179,7 @@ impl Dispatcher {
             // On time, the next tick keeps to the grid; behind, it counts from now, so the
             // loop does not catch up with a burst.
             let since = if lag < grid.step() { tick } else { now };
-            self.queue.push(since + self.plan.interval, index);
+            self.queue.push(after(since, self.plan.interval), index);
             self.spawn_poll(target, slot);
         }
         Ok(())
@@ -196,7 +196,7 @@ impl Dispatcher {
             self.warned_behind = true;
             tracing::warn!(
                 interval = %humantime::format_duration(plan.interval),
-                effective = %humantime::format_duration(Duration::from_secs((plan.interval + lag).as_secs())),
+                effective = %humantime::format_duration(Duration::from_secs(plan.interval.saturating_add(lag).as_secs())),
                 targets = plan.targets.len(),
                 per_second = plan.client.limits().per_second(),
                 "the poll interval cannot be met at the rate limit; polls run behind schedule"
@@ -224,6 +224,11 @@ impl Dispatcher {
 
 fn plan_keys(plan: &Plan) -> Vec<TargetKey> {
     plan.targets.iter().map(|t| t.key.clone()).collect()
+}
+
+/// `instant + by`, which cannot panic however long `by` is (see [`later`]).
+fn after(instant: Instant, by: Duration) -> Instant {
+    Instant::from_std(later(instant.into_std(), by))
 }
 
 /// Polls are dispatched on a grid of this step, all that are due at once: one wake-up
@@ -265,10 +270,10 @@ impl Queue {
         for (index, key) in self.keys.iter().enumerate() {
             let due = match previous.get(key) {
                 // A shorter new interval must not leave a target waiting for the old one.
-                Some(due) => (*due).min(now + interval),
+                Some(due) => (*due).min(after(now, interval)),
                 None => {
                     position += 1;
-                    now + spacing * (position - 1)
+                    after(now, spacing.saturating_mul(position - 1))
                 }
             };
             self.heap.push(Reverse((due, index)));
@@ -357,6 +362,21 @@ mod tests {
         let tick = now + Duration::from_millis(150);
         assert_eq!(drain(&mut queue, tick), vec!["a", "b"]);
         assert_eq!(queue.next_due(), Some(now + Duration::from_millis(200)));
+    }
+
+    #[test]
+    fn an_absurd_interval_schedules_without_panicking() {
+        let now = Instant::now();
+        let mut queue = Queue::default();
+        queue.replan(keys(&["a", "b", "c"]), Duration::MAX, now);
+        let mut popped = Vec::new();
+        while let Some((due, index)) = queue.pop_due(now) {
+            popped.push(index);
+            queue.push(after(due, Duration::MAX), index);
+        }
+        assert_eq!(popped.len(), 1, "the others are spread decades away");
+        queue.replan(keys(&["a", "b", "c", "d"]), Duration::MAX, now);
+        assert_eq!(dispatch_step(Duration::MAX), DISPATCH_STEP);
     }
 
     #[test]

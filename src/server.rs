@@ -278,9 +278,17 @@ fn escape(text: &str) -> String {
     out
 }
 
+/// RFC 3339, from Unix seconds. The clock can be set anywhere, so out-of-range times are
+/// clamped, not a panic: before 1970 shows the epoch, past year 9999 (the last humantime
+/// formats) its last second.
 fn timestamp(unix: f64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs_f64(unix.max(0.0)))
-        .to_string()
+    const LAST: f64 = 253_402_300_799.0;
+    let secs = if unix.is_nan() {
+        0.0
+    } else {
+        unix.clamp(0.0, LAST)
+    };
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs_f64(secs)).to_string()
 }
 
 /// The landing page: plain server-rendered HTML, no JavaScript.
@@ -362,7 +370,17 @@ fn landing_page(status: &Status) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::{escape, timestamp};
+
+    #[test]
+    fn timestamps_out_of_range_are_clamped_not_a_panic() {
+        assert_eq!(timestamp(86_400.5), "1970-01-02T00:00:00Z");
+        assert_eq!(timestamp(-5.0), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(f64::NAN), "1970-01-01T00:00:00Z");
+        for huge in [1e12, 1e300, f64::INFINITY] {
+            assert_eq!(timestamp(huge), "9999-12-31T23:59:59Z");
+        }
+    }
 
     #[test]
     fn escapes_markup() {

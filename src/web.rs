@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::config::positions::Positions;
-use crate::config::{Diagnostic, Report, Severity};
+use crate::config::{Diagnostic, Diagnostics, Severity};
 
 /// The `WWW-Authenticate` answer to a request without valid credentials.
 pub const WWW_AUTHENTICATE: &str = "Basic realm=\"calldrift\"";
@@ -252,11 +252,7 @@ pub fn parse(
     base_dir: &Path,
 ) -> Result<(WebConfig, Vec<Diagnostic>), WebConfigError> {
     let positions = Positions::scan(text);
-    let mut report = Report {
-        file: origin,
-        positions: &positions,
-        diagnostics: Vec::new(),
-    };
+    let mut report = Diagnostics::new(origin, &positions);
     // Option: a file of comments only is an empty document, which means defaults.
     let (raw, unknown) = crate::config::decode_yaml::<Option<RawWebConfig>>(text);
     for path in &unknown {
@@ -276,7 +272,7 @@ pub fn parse(
         Ok(raw) => raw.unwrap_or_default(),
         Err((pos, message)) => {
             report.push(Severity::Error, pos, message);
-            return Err(WebConfigError::Invalid(report.diagnostics));
+            return Err(WebConfigError::Invalid(report.into_vec()));
         }
     };
 
@@ -294,14 +290,14 @@ pub fn parse(
         .tls_server_config
         .and_then(|tls| validate_tls(tls, &mut report, base_dir));
     if report.has_errors() {
-        return Err(WebConfigError::Invalid(report.diagnostics));
+        return Err(WebConfigError::Invalid(report.into_vec()));
     }
-    Ok((WebConfig::new(tls, users), report.diagnostics))
+    Ok((WebConfig::new(tls, users), report.into_vec()))
 }
 
 fn validate_users(
     raw: BTreeMap<String, serde_json::Value>,
-    report: &mut Report,
+    report: &mut Diagnostics,
 ) -> BTreeMap<String, String> {
     let mut users = BTreeMap::new();
     for (user, value) in raw {
@@ -360,7 +356,7 @@ fn tls_version(
     raw: Option<&str>,
     path: &str,
     default: TlsVersion,
-    report: &mut Report,
+    report: &mut Diagnostics,
 ) -> TlsVersion {
     match raw {
         None | Some("") => default,
@@ -391,7 +387,7 @@ fn file_path(raw: Option<String>, base_dir: &Path) -> Option<PathBuf> {
     })
 }
 
-fn read_file(path: &Path, key: &str, report: &mut Report) -> Option<Vec<u8>> {
+fn read_file(path: &Path, key: &str, report: &mut Diagnostics) -> Option<Vec<u8>> {
     match std::fs::read(path) {
         Ok(bytes) => Some(bytes),
         Err(e) => {
@@ -401,7 +397,11 @@ fn read_file(path: &Path, key: &str, report: &mut Report) -> Option<Vec<u8>> {
     }
 }
 
-fn read_certs(path: &Path, key: &str, report: &mut Report) -> Option<Vec<CertificateDer<'static>>> {
+fn read_certs(
+    path: &Path,
+    key: &str,
+    report: &mut Diagnostics,
+) -> Option<Vec<CertificateDer<'static>>> {
     let pem = read_file(path, key, report)?;
     match rustls_pemfile::certs(&mut pem.as_slice()).collect::<Result<Vec<_>, _>>() {
         Ok(certs) if certs.is_empty() => {
@@ -419,7 +419,7 @@ fn read_certs(path: &Path, key: &str, report: &mut Report) -> Option<Vec<Certifi
     }
 }
 
-fn read_key(path: &Path, key: &str, report: &mut Report) -> Option<PrivateKeyDer<'static>> {
+fn read_key(path: &Path, key: &str, report: &mut Diagnostics) -> Option<PrivateKeyDer<'static>> {
     let pem = read_file(path, key, report)?;
     match rustls_pemfile::private_key(&mut pem.as_slice()) {
         Ok(Some(k)) => Some(k),
@@ -445,7 +445,7 @@ enum ClientAuth {
 
 /// `client_auth_type`; `None` when the value was refused, so its consequences are not
 /// reported twice.
-fn client_auth(raw: Option<&str>, report: &mut Report) -> Option<ClientAuth> {
+fn client_auth(raw: Option<&str>, report: &mut Diagnostics) -> Option<ClientAuth> {
     match raw {
         None | Some("") | Some("NoClientCert") => Some(ClientAuth::None),
         Some("RequireAndVerifyClientCert") => Some(ClientAuth::RequireAndVerify),
@@ -468,7 +468,7 @@ fn client_auth(raw: Option<&str>, report: &mut Report) -> Option<ClientAuth> {
 
 fn validate_tls(
     raw: RawTls,
-    report: &mut Report,
+    report: &mut Diagnostics,
     base_dir: &Path,
 ) -> Option<Arc<rustls::ServerConfig>> {
     const TLS: &str = "tls_server_config";

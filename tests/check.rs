@@ -391,7 +391,7 @@ fn usersig_takes_the_key_from_the_environment_only() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("time")
         .as_secs();
-    let key = calldrift::tencent::usersig::SecretKey::new("k");
+    let key = calldrift::secret::SecretKey::new("k");
     let decoded = calldrift::tencent::usersig::verify(&key, &sig, 1400000000, "administrator", now)
         .expect("valid UserSig");
     assert_eq!(decoded.expire, 86_400);

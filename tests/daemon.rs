@@ -642,3 +642,49 @@ async fn a_reload_adds_and_drops_targets_keeps_state_and_refuses_a_bad_config() 
     assert_eq!(m.value("calldrift_targets", &[]), Some(2.0));
     assert_eq!(m.target("calldrift_up", "c", &[]), Some(1.0));
 }
+
+#[tokio::test]
+async fn a_reload_to_a_config_without_apps_is_refused_and_the_old_targets_stay() {
+    let sim = Sim::start(vec![app(1, clean())]).await;
+    let yaml = config_yaml(&sim, FAST, &[app_yaml("a", 1, "")]);
+    let d = Daemon::start(&yaml).await;
+    wait_ready(&d).await;
+    const NO_APPS: &str =
+        "the config lists no apps; calldrift would watch nothing (a truncated file?)";
+
+    // Truncated just before `apps:`: everything left is valid.
+    let truncated = &yaml[..yaml.find("apps:").expect("apps")];
+    std::fs::write(&d.config_path, truncated).expect("write");
+    let (status, body) = request(reqwest::Method::POST, &d.url("/-/reload")).await;
+    assert_eq!(status, 500);
+    assert!(
+        body.contains(&format!("calldrift.yaml:1:1: {NO_APPS}")),
+        "{body}"
+    );
+    // An empty list, as SIGHUP would reload it: refused at its key.
+    let empty = format!("{truncated}apps: []\n");
+    let line = empty.lines().count();
+    std::fs::write(&d.config_path, &empty).expect("write");
+    let errors = d.reload.reload().await.expect_err("refused");
+    assert_eq!(
+        errors,
+        [format!("{}:{line}:1: {NO_APPS}", d.config_path.display())]
+    );
+
+    let m = d.scrape().await;
+    assert_eq!(
+        m.value("calldrift_config_last_reload_successful", &[]),
+        Some(0.0)
+    );
+    assert_eq!(m.value("calldrift_targets", &[]), Some(1.0));
+    assert_eq!(m.target("calldrift_up", "a", &[]), Some(1.0));
+    let json = d.targets().await;
+    assert_eq!(json["targets"][0]["app"], "a", "{json}");
+    assert_eq!(json["summary"]["targets"], 1, "{json}");
+    // The old config is still polled.
+    let before = sim.stats().requests_total;
+    wait_until(Duration::from_secs(5), "a polled again", || async {
+        sim.stats().requests_total > before
+    })
+    .await;
+}

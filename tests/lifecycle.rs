@@ -179,3 +179,22 @@ fn run_with_an_invalid_config_exits_one_naming_the_place() {
         "{stderr}"
     );
 }
+
+#[test]
+fn run_and_validate_refuse_a_config_without_apps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("calldrift.yaml");
+    std::fs::write(&config, "listen: \"127.0.0.1:0\"\npoll:\n  interval: 30s\n").expect("write");
+    let want = "calldrift.yaml:1:1: the config lists no apps; calldrift would watch nothing (a truncated file?)";
+    let output = spawn_run(&config).wait_with_output().expect("output");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(want), "{stderr}");
+    let output = Command::new(env!("CARGO_BIN_EXE_calldrift"))
+        .args(["validate", "-c", config.to_str().expect("utf8")])
+        .output()
+        .expect("validate");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(want), "{stderr}");
+}

@@ -10,7 +10,8 @@ use calldrift::drift::{
     self, Check, DOCUMENTED_COMMANDS, Expected, ExtraCommands, Observed, Presence,
 };
 use calldrift::redact;
-use calldrift::tencent::usersig::{self, SecretKey};
+use calldrift::secret::SecretKey;
+use calldrift::tencent::usersig;
 use calldrift::tencent::{self, PollError};
 use proptest::prelude::*;
 

@@ -44,7 +44,8 @@ enum Frame {
     ComplexKey,
 }
 
-fn join(parent: &str, segment: &str) -> String {
+/// `parent.segment`, or `segment` at the root.
+pub(super) fn join(parent: &str, segment: &str) -> String {
     if parent.is_empty() {
         segment.to_owned()
     } else {
@@ -131,6 +132,11 @@ impl Positions {
             .get(path)
             .copied()
             .unwrap_or_else(|| self.value(path))
+    }
+
+    /// Where the key of `path` is written, if it is.
+    pub fn key_if_written(&self, path: &str) -> Option<Pos> {
+        self.keys.get(path).copied()
     }
 
     fn nearest(&self, path: &str, table: &HashMap<String, Pos>) -> Pos {

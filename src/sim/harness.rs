@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CallbackConfig, FaultKind, FaultRule, Scenario, SimApp, Simulator};
 use crate::clock::FixedClock;
-use crate::tencent::usersig::{self, SecretKey};
+use crate::secret::SecretKey;
+use crate::tencent::usersig;
 
 pub(super) const NOW: u64 = 1_700_000_000;
 pub(super) const CLEAN: u64 = 1_400_000_001;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::faults::FaultRule;
 use super::scenario::{CallbackConfig, Rotate, Scenario, SimApp};
 use super::stats::{AppCounts, Totals};
-use crate::tencent::usersig::SecretKey;
+use crate::secret::SecretKey;
 
 /// The simulator's mutable state.
 pub(super) struct State {

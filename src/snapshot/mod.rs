@@ -194,7 +194,7 @@ pub async fn observe(
     clock: Arc<dyn Clock>,
 ) -> Result<BTreeMap<String, AppBaseline>, SnapshotError> {
     let client = check::client(config, clock)?;
-    let targets = config.targets(secrets);
+    let targets = crate::tencent::targets(config, secrets);
     let mut outcomes: BTreeMap<TargetKey, PollOutcome> =
         check::poll_outcomes(&client, targets, config.poll.max_concurrency)
             .await

@@ -15,12 +15,13 @@ use self::knowledge::{Decision, Knowledge};
 use self::transitions::{History, carry_out};
 pub use self::transitions::{TRANSITION_HISTORY, Transition, TransitionKind};
 use crate::clock::Clock;
-use crate::config::{Target, TargetKey};
+use crate::config::TargetKey;
 use crate::drift::Check;
 use crate::metrics::{self, MAX_OBSERVED_COMMAND_SERIES, Metrics, TargetSample};
 use crate::report::{Report, TargetReport};
 use crate::state::SavedTarget;
 use crate::tencent::PollOutcome;
+use crate::tencent::Target;
 
 #[derive(Debug)]
 struct Entry {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::DISPATCH_STEP;
-use crate::clock::{Grid, power_of_two_ms};
+use crate::clock::{Grid, later, power_of_two_ms};
 
 #[derive(Debug)]
 pub(crate) struct Deadlines {
@@ -36,7 +36,7 @@ impl Deadlines {
     /// called within a tokio runtime: the step's timer is a task of its own.
     pub(crate) fn after(&self, after: Duration) -> CancellationToken {
         let now = Instant::now();
-        let at = self.grid.at_or_after(now + after);
+        let at = self.grid.at_or_after(later(now, after));
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(token) = pending.get(&at) {
             return token.clone();

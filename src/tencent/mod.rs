@@ -6,6 +6,7 @@
 //! with a `Response`, or ErrorCode 100301.
 
 mod deadlines;
+mod target;
 pub mod transport;
 pub mod usersig;
 
@@ -19,11 +20,12 @@ use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT as USER_AG
 use rand::Rng;
 use serde::Deserialize;
 
-use crate::clock::Clock;
-use crate::config::{Config, Target};
+use crate::clock::{Clock, later};
+use crate::config::Config;
 use crate::drift::Observed;
 use crate::ratelimit::RateLimits;
 use deadlines::Deadlines;
+pub use target::{BaseUrls, Target, targets};
 
 /// Response bodies larger than this are rejected without being read whole.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -321,6 +323,13 @@ struct CallbackBody {
     commands: Option<Vec<String>>,
 }
 
+/// Exponential backoff with jitter: `base`·2^`retry` (at most 2^6) scaled by `jitter`, a
+/// factor in [0.5, 1]; saturating, since `base` comes from public settings.
+fn backoff(base: Duration, retry: u32, jitter: f64) -> Duration {
+    let full = base.saturating_mul(1 << retry.min(6));
+    Duration::try_from_secs_f64(full.as_secs_f64() * jitter).unwrap_or(full)
+}
+
 /// What one HTTP attempt produced.
 struct Attempt {
     result: Result<Observed, PollError>,
@@ -454,26 +463,32 @@ impl Client {
         }
     }
 
-    /// Exponential backoff with jitter: base·2^n scaled by a random factor in [0.5, 1].
     fn backoff(&self, retry: u32) -> Duration {
-        let full = self.settings.backoff.saturating_mul(1 << retry.min(6));
-        full.mul_f64(rand::rng().random_range(0.5..=1.0))
+        backoff(
+            self.settings.backoff,
+            retry,
+            rand::rng().random_range(0.5..=1.0),
+        )
     }
 
     fn base_url<'a>(&self, target: &'a Target) -> &'a str {
+        let primary = target.bases.primary();
+        let Some(backup) = target.bases.backup() else {
+            return primary;
+        };
         let failover = self.failover.lock().unwrap_or_else(|p| p.into_inner());
         let on_backup = failover
             .get(&target.key.region)
             .and_then(|f| f.backup_until)
             .is_some_and(|until| until > Instant::now());
-        match (on_backup, target.bases.get(1)) {
-            (true, Some(backup)) => backup,
-            _ => &target.bases[0],
-        }
+        if on_backup { backup } else { primary }
     }
 
     fn note_transport(&self, target: &Target, base: &str, failed: bool) {
-        if target.bases.len() < 2 || base != target.bases[0] {
+        let Some(backup) = target.bases.backup() else {
+            return;
+        };
+        if base != target.bases.primary() {
             return;
         }
         let mut failover = self.failover.lock().unwrap_or_else(|p| p.into_inner());
@@ -485,8 +500,8 @@ impl Client {
         state.consecutive_transport_failures += 1;
         if state.consecutive_transport_failures >= FAILOVER_AFTER {
             state.consecutive_transport_failures = 0;
-            state.backup_until = Some(Instant::now() + FAILOVER_FOR);
-            tracing::warn!(region = %target.key.region, backup = %target.bases[1], "primary domain failing at the transport level; using the backup domain");
+            state.backup_until = Some(later(Instant::now(), FAILOVER_FOR));
+            tracing::warn!(region = %target.key.region, backup = %backup, "primary domain failing at the transport level; using the backup domain");
         }
     }
 
@@ -656,6 +671,16 @@ mod tests {
             "authentication failed: ErrorCode 70009 (bad sig) RequestId Id-1"
         );
         assert_eq!(e.metric_reason(), "auth");
+    }
+
+    #[test]
+    fn backoff_doubles_and_saturates_instead_of_panicking() {
+        let base = Duration::from_millis(200);
+        assert_eq!(backoff(base, 0, 1.0), base);
+        assert_eq!(backoff(base, 2, 0.5), Duration::from_millis(400));
+        assert_eq!(backoff(base, 40, 1.0), base * 64);
+        assert_eq!(backoff(Duration::MAX, 3, 1.0), Duration::MAX);
+        assert!(backoff(Duration::MAX, 3, 0.5) > Duration::from_secs(u64::MAX / 4));
     }
 
     #[test]

@@ -14,35 +14,10 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::secret::SecretKey;
+
 /// Largest decompressed UserSig we accept; real ones are ~200 bytes.
 const MAX_DECODED_LEN: u64 = 64 * 1024;
-
-/// An app's secret key. Never printed: `Debug` and `Display` show `[REDACTED]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretKey(String);
-
-impl SecretKey {
-    pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into())
-    }
-
-    /// The key itself, for signing and for tests that search output for leaks.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretKey([REDACTED])")
-    }
-}
-
-impl fmt::Display for SecretKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[REDACTED]")
-    }
-}
 
 /// A minted UserSig. A bearer credential, so it redacts itself like [`SecretKey`].
 #[derive(Clone, PartialEq, Eq)]
@@ -299,7 +274,8 @@ impl UserSigCache {
             .current
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let renew_after = self.ttl_secs * 4 / 5;
+        // 4/5 of the TTL, rounded down as `ttl * 4 / 5` would be, without its overflow.
+        let renew_after = self.ttl_secs / 5 * 4 + self.ttl_secs % 5 * 4 / 5;
         match &*current {
             Some((sig, minted)) if now >= *minted && now - minted < renew_after => sig.clone(),
             _ => {
@@ -470,5 +446,25 @@ mod tests {
         assert_eq!(decode(renewed.expose()).unwrap().time, 1080);
         cache.invalidate();
         assert_eq!(decode(cache.get(1081).expose()).unwrap().time, 1081);
+        for (ttl, last_cached) in [(7, 1004), (9, 1006)] {
+            let cache = UserSigCache::new(SecretKey::new("k"), 1, "admin".into(), ttl);
+            let first = cache.get(1000);
+            assert_eq!(cache.get(last_cached), first, "ttl {ttl}");
+            assert_ne!(cache.get(last_cached + 1), first, "ttl {ttl}");
+        }
+    }
+
+    #[test]
+    fn an_absurd_ttl_or_clock_does_not_panic() {
+        for ttl in [u64::MAX, u64::MAX - 1, 180 * 86_400] {
+            let cache = UserSigCache::new(SecretKey::new("k"), 1, "admin".into(), ttl);
+            let first = cache.get(u64::MAX);
+            assert_eq!(cache.get(u64::MAX), first);
+            let decoded = decode(first.expose()).expect("decodes");
+            assert_eq!((decoded.time, decoded.expire), (u64::MAX, ttl));
+            assert!(verify(&SecretKey::new("k"), first.expose(), 1, "admin", u64::MAX).is_ok());
+            // A clock that went back mints anew rather than trusting the cached one.
+            assert_ne!(cache.get(0), first);
+        }
     }
 }

@@ -159,7 +159,7 @@ pub fn test_env(name: &str) -> Option<String> {
 }
 
 /// Writes `yaml` to a file in `dir` and loads it as `run` would.
-pub fn load_config(dir: &Path, yaml: &str) -> (PathBuf, config::Loaded) {
+pub fn load_config(dir: &Path, yaml: &str) -> (PathBuf, config::LoadedConfig) {
     let path = dir.join("calldrift.yaml");
     std::fs::write(&path, yaml).expect("write config");
     let loaded = config::load_with_env(&path, &test_env)

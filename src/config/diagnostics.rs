@@ -1,0 +1,141 @@
+//! Problems found in a YAML file, each with its `file:line:column`, and the decoding step
+//! that finds unknown keys; shared by the config and `web_config_file`.
+
+use std::fmt;
+
+use super::positions::{Pos, Positions, join};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem in a config file, with its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub file: String,
+    pub pos: Pos,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "",
+            Severity::Warning => "warning: ",
+        };
+        write!(
+            f,
+            "{}:{}:{}: {level}{}",
+            self.file, self.pos.line, self.pos.column, self.message
+        )
+    }
+}
+
+/// Collects the diagnostics of one file, with positions looked up by dotted path.
+pub(crate) struct Diagnostics<'a> {
+    file: &'a str,
+    positions: &'a Positions,
+    list: Vec<Diagnostic>,
+}
+
+impl<'a> Diagnostics<'a> {
+    /// None yet, for `file` (as named in messages) whose places are in `positions`.
+    pub(crate) fn new(file: &'a str, positions: &'a Positions) -> Self {
+        Self {
+            file,
+            positions,
+            list: Vec::new(),
+        }
+    }
+
+    /// The file, as named in messages.
+    pub(crate) fn file(&self) -> &'a str {
+        self.file
+    }
+
+    /// Where each key and value of the file sits.
+    pub(crate) fn positions(&self) -> &'a Positions {
+        self.positions
+    }
+
+    pub(crate) fn push(&mut self, severity: Severity, pos: Pos, message: String) {
+        self.list.push(Diagnostic {
+            severity,
+            file: self.file.to_owned(),
+            pos,
+            message,
+        });
+    }
+
+    /// An error at the value of `path`.
+    pub(crate) fn error(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.positions.value(path);
+        self.push(Severity::Error, pos, message.into());
+    }
+
+    /// An error at the key of `path`.
+    pub(crate) fn error_at_key(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.positions.key(path);
+        self.push(Severity::Error, pos, message.into());
+    }
+
+    /// A warning at the value of `path`.
+    pub(crate) fn warning(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.positions.value(path);
+        self.push(Severity::Warning, pos, message.into());
+    }
+
+    pub(crate) fn has_errors(&self) -> bool {
+        self.list.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    /// Every diagnostic, in the order found.
+    pub(crate) fn into_vec(self) -> Vec<Diagnostic> {
+        self.list
+    }
+}
+
+/// Decodes YAML `text` (empty text is `T::default()`), collecting the dotted path of every
+/// key `T` does not know instead of stopping at the first; a type or syntax error comes
+/// back with its position and without yaml_serde's own "at line … column …" suffix.
+pub(crate) fn decode_yaml<T: serde::de::DeserializeOwned + Default>(
+    text: &str,
+) -> (Result<T, (Pos, String)>, Vec<String>) {
+    if text.trim().is_empty() {
+        return (Ok(T::default()), Vec::new());
+    }
+    let mut unknown = Vec::new();
+    let decoded = serde_ignored::deserialize(yaml_serde::Deserializer::from_str(text), |path| {
+        unknown.push(path_string(&path))
+    });
+    let decoded = decoded.map_err(|e| {
+        let pos = e.location().map_or(Pos::START, |l| Pos {
+            line: l.line(),
+            column: l.column(),
+        });
+        let message = e.to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
+        (pos, message)
+    });
+    (decoded, unknown)
+}
+
+/// The dotted path (`apps.0.expect.url`) of a key serde_ignored reports.
+pub(crate) fn path_string(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => join(&path_string(parent), &index.to_string()),
+        P::Map { parent, key } => join(&path_string(parent), key),
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            path_string(parent)
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! The configuration file: parsing, validation and, as a separate visible step, secret
+//! resolution.
+//!
+//! Parsing and validation are pure functions of the text: they return a [`Config`] of
+//! plain data or every problem found, each naming `file:line:column`. Unknown keys are
+//! errors, so a typo never silently disables a check. [`resolve_secrets`] then reads key
+//! files and environment variables.
+//!
+//! - `raw`: the YAML as written; `validate`: from that to [`Config`], section by section;
+//! - `diagnostics`: problems with their places; `positions`: where each key sits;
+//! - `secrets`: reading the keys the config refers to.
+
+mod diagnostics;
+pub(crate) mod positions;
+mod raw;
+mod secrets;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use self::diagnostics::{Diagnostic, Severity};
+pub(crate) use self::diagnostics::{Diagnostics, decode_yaml};
+pub use self::positions::Pos;
+use self::positions::Positions;
+use self::raw::RawConfig;
+pub use self::secrets::{Secrets, resolve_secrets};
+use crate::drift::Expected;
+use crate::secret::SecretKey;
+
+/// Where calldrift looks for its config when neither `--config` nor `$CALLDRIFT_CONFIG` is set.
+pub const DEFAULT_PATH: &str = "/etc/calldrift/calldrift.yaml";
+
+/// The built-in regions: name, primary base URL, backup base URL.
+pub const BUILTIN_REGIONS: [(&str, &str, &str); 8] = [
+    (
+        "china",
+        "https://console.tim.qq.com",
+        "https://adminapi.my-imcloud.com",
+    ),
+    (
+        "singapore",
+        "https://adminapisgp.im.qcloud.com",
+        "https://adminapisgp.my-imcloud.com",
+    ),
+    (
+        "seoul",
+        "https://adminapikr.im.qcloud.com",
+        "https://adminapikr.my-imcloud.com",
+    ),
+    (
+        "frankfurt",
+        "https://adminapiger.im.qcloud.com",
+        "https://adminapiger.my-imcloud.com",
+    ),
+    (
+        "silicon-valley",
+        "https://adminapiusa.im.qcloud.com",
+        "https://adminapiusa.my-imcloud.com",
+    ),
+    (
+        "jakarta",
+        "https://adminapiidn.im.qcloud.com",
+        "https://adminapiidn.my-imcloud.com",
+    ),
+    (
+        "mumbai",
+        "https://adminapiind.im.qcloud.com",
+        "https://adminapiind.my-imcloud.com",
+    ),
+    (
+        "tokyo",
+        "https://adminapijpn.im.qcloud.com",
+        "https://adminapijpn.my-imcloud.com",
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl ConfigError {
+    /// Every diagnostic, for printing one per line.
+    pub fn diagnostics(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid(all) => all.iter().map(ToString::to_string).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poll {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub max_concurrency: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub per_app_per_second: u32,
+}
+
+/// A REST gateway: the primary base URL and, for built-in regions, the backup domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    pub name: String,
+    pub base: String,
+    pub backup: Option<String>,
+}
+
+/// Where an app's secret key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+    Inline(SecretKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub name: String,
+    pub sdkappid: u64,
+    pub regions: Vec<String>,
+    pub identifier: String,
+    pub secret: SecretSource,
+    pub usersig_ttl: Duration,
+    pub expect: Expected,
+    /// Where the secret source is written, for resolution errors.
+    pub secret_pos: Pos,
+}
+
+/// A validated configuration: plain data, no secrets read yet (inline ones aside).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it came from, as given; used in messages.
+    pub origin: String,
+    pub listen: SocketAddr,
+    pub web_config_file: Option<PathBuf>,
+    pub state_file: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub ca_file: Option<PathBuf>,
+    pub poll: Poll,
+    pub rate_limit: RateLimit,
+    pub regions: BTreeMap<String, Region>,
+    pub apps: Vec<App>,
+}
+
+/// Identifies a target in labels, logs and state: app name, SDKAppID and region.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct TargetKey {
+    pub app: String,
+    pub sdkappid: u64,
+    pub region: String,
+}
+
+impl fmt::Display for TargetKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "app {} ({}, {})", self.app, self.sdkappid, self.region)
+    }
+}
+
+impl Config {
+    /// The number of (app, region) pairs.
+    pub fn target_count(&self) -> usize {
+        self.apps.iter().map(|a| a.regions.len()).sum()
+    }
+
+    /// How long one round over every target takes at the global rate limit; the interval
+    /// really achieved is the larger of this and `poll.interval`.
+    pub fn effective_interval(&self) -> Duration {
+        let round = Duration::from_secs_f64(
+            self.target_count() as f64 / f64::from(self.rate_limit.per_second.max(1)),
+        );
+        round.max(self.poll.interval)
+    }
+}
+
+/// A config read, validated and with its secrets resolved, with its warnings: what `run`,
+/// `check` and `validate` start from.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub secrets: Secrets,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Reads, parses, validates and resolves secrets: what `run`, `check` and `validate` do.
+pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    load_with_env(path, &|name| std::env::var(name).ok())
+}
+
+/// [`load`] with the environment given as a lookup function.
+pub fn load_with_env(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<LoadedConfig, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: origin.clone(),
+        source,
+    })?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let (config, mut warnings) = parse(&text, &origin, base_dir)?;
+    let (secrets, secret_warnings) = resolve_secrets(&config, env)?;
+    warnings.extend(secret_warnings);
+    Ok(LoadedConfig {
+        config,
+        secrets,
+        warnings,
+    })
+}
+
+/// Parses and validates config text. Relative file paths are taken from `base_dir`.
+/// Returns the config and its warnings, or every error (with the warnings) found.
+pub fn parse(
+    text: &str,
+    origin: &str,
+    base_dir: &Path,
+) -> Result<(Config, Vec<Diagnostic>), ConfigError> {
+    let positions = Positions::scan(text);
+    let mut diagnostics = Diagnostics::new(origin, &positions);
+
+    let (raw, unknown) = decode_yaml::<RawConfig>(text);
+    for path in &unknown {
+        let field = path.rsplit('.').next().unwrap_or(path);
+        diagnostics.error_at_key(path, format!("unknown field {field:?} at {path}"));
+    }
+    let raw = match raw {
+        Ok(raw) => raw,
+        Err((pos, message)) => {
+            diagnostics.push(Severity::Error, pos, message);
+            return Err(ConfigError::Invalid(diagnostics.into_vec()));
+        }
+    };
+
+    let config = validate::validate(raw, &mut diagnostics, base_dir);
+    if diagnostics.has_errors() {
+        return Err(ConfigError::Invalid(diagnostics.into_vec()));
+    }
+    Ok((config, diagnostics.into_vec()))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Parses `text` as `c.yaml` in `/etc/calldrift`; errors as printed.
+    pub(crate) fn parse_text(text: &str) -> Result<(Config, Vec<Diagnostic>), Vec<String>> {
+        parse(text, "c.yaml", Path::new("/etc/calldrift")).map_err(|e| e.diagnostics())
+    }
+
+    /// The errors of `text`, which must be invalid.
+    pub(crate) fn errors(text: &str) -> Vec<String> {
+        match parse_text(text) {
+            Ok(_) => panic!("expected errors for:\n{text}"),
+            Err(all) => all,
+        }
+    }
+
+    /// One valid app, for tests to add to.
+    pub(crate) const APP: &str = "apps:\n  - name: a\n    sdkappid: 1400000001\n    regions: [singapore]\n    secret_key_env: K\n";
+
+    #[test]
+    fn defaults_fill_an_almost_empty_config() {
+        let (config, warnings) = parse_text(APP).expect("valid");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9797");
+        assert_eq!(
+            config.poll,
+            Poll {
+                interval: Duration::from_secs(60),
+                timeout: Duration::from_secs(5),
+                retries: 2,
+                max_concurrency: 16
+            }
+        );
+        assert_eq!(
+            config.rate_limit,
+            RateLimit {
+                per_second: 200,
+                per_app_per_second: 200
+            }
+        );
+        let app = &config.apps[0];
+        assert_eq!(app.identifier, "administrator");
+        assert_eq!(app.usersig_ttl, Duration::from_secs(86_400));
+        assert_eq!(app.expect, Expected::default());
+        assert_eq!(
+            config.regions["singapore"].backup.as_deref(),
+            Some("https://adminapisgp.my-imcloud.com")
+        );
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_its_place() {
+        let text = format!("pol:\n  interval: 30s\n{APP}    expect:\n      urll: x\n");
+        assert_eq!(
+            errors(&text),
+            vec![
+                "c.yaml:1:1: unknown field \"pol\" at pol",
+                "c.yaml:9:7: unknown field \"urll\" at apps.0.expect.urll"
+            ]
+        );
+    }
+
+    #[test]
+    fn type_errors_name_line_and_column() {
+        let all = errors("poll:\n  retries: two\n");
+        assert_eq!(all.len(), 1);
+        assert!(all[0].starts_with("c.yaml:2:12: "), "{all:?}");
+    }
+
+    #[test]
+    fn malformed_yaml_is_an_error_not_a_panic() {
+        for junk in ["apps: [", "{{{", "- just\n- a list\n", "apps: 3", "\t\u{0}"] {
+            assert!(parse_text(junk).is_err(), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let text = include_str!("../../config/calldrift.example.yaml");
+        let (config, warnings) = parse_text(text).expect("example config is valid");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(config.apps.len(), 2);
+        assert_eq!(config.target_count(), 2);
+    }
+}

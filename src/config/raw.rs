@@ -1,0 +1,94 @@
+//! The config as written: serde's view of the YAML, every key optional, before any check.
+//! Validation (see [`super::validate`]) turns it into the plain data of [`super::Config`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawConfig {
+    pub(super) listen: Option<String>,
+    pub(super) web_config_file: Option<PathBuf>,
+    pub(super) state_file: Option<PathBuf>,
+    pub(super) log_format: Option<String>,
+    pub(super) log_level: Option<String>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) poll: Option<RawPoll>,
+    pub(super) rate_limit: Option<RawRateLimit>,
+    pub(super) regions: Option<BTreeMap<String, RawRegion>>,
+    pub(super) expect: Option<RawExpect>,
+    pub(super) apps: Option<Vec<RawApp>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawPoll {
+    pub(super) interval: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) retries: Option<u32>,
+    pub(super) max_concurrency: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawRateLimit {
+    pub(super) per_second: Option<u32>,
+    pub(super) per_app_per_second: Option<u32>,
+}
+
+/// A user region: a base URL, or `{url, backup}` with a backup domain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawRegion {
+    Url(String),
+    WithBackup { url: String, backup: Option<String> },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawPresence {
+    Bool(bool),
+    Word(String),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawExpect {
+    pub(super) present: Option<RawPresence>,
+    pub(super) url_scheme: Option<String>,
+    /// Outer `None`: not written, inherit. `Some(None)`: written as `null`, which clears an
+    /// inherited value, so an app can drop a global `url_prefix` (and `snapshot` relies on it).
+    #[serde(deserialize_with = "written")]
+    pub(super) url: Option<Option<String>>,
+    #[serde(deserialize_with = "written")]
+    pub(super) url_prefix: Option<Option<String>>,
+    pub(super) commands: Option<Vec<String>>,
+    pub(super) extra_commands: Option<String>,
+    pub(super) ignore_commands: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawApp {
+    pub(super) name: Option<String>,
+    pub(super) sdkappid: Option<u64>,
+    pub(super) regions: Option<Vec<String>>,
+    pub(super) identifier: Option<String>,
+    pub(super) secret_key_file: Option<PathBuf>,
+    pub(super) secret_key_env: Option<String>,
+    pub(super) secret_key: Option<String>,
+    pub(super) usersig_ttl: Option<String>,
+    pub(super) expect: Option<RawExpect>,
+}
+
+/// Tells a key written as `null` (`Some(None)`) from a key not written at all (`None`, by
+/// `#[serde(default)]`).
+fn written<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
