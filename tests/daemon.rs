@@ -688,3 +688,45 @@ async fn a_reload_to_a_config_without_apps_is_refused_and_the_old_targets_stay()
     })
     .await;
 }
+
+/// A reload reads files (the config, secrets, certificates) on the blocking pool: while the
+/// config file cannot be read yet (a FIFO nobody writes), the daemon's runtime thread, here
+/// the test's own single thread, still answers scrapes.
+#[tokio::test]
+async fn a_reload_that_waits_for_its_file_does_not_stop_the_daemon() {
+    let sim = Sim::start(vec![app(1, clean())]).await;
+    let yaml = config_yaml(&sim, FAST, &[app_yaml("a", 1, "")]);
+    let d = Daemon::start(&yaml).await;
+    wait_ready(&d).await;
+    std::fs::remove_file(&d.config_path).expect("rm config");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&d.config_path)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let written = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Unblocks the reload after a while, from a thread of its own.
+    let writer = std::thread::spawn({
+        let (path, yaml, written) = (d.config_path.clone(), yaml.clone(), written.clone());
+        move || {
+            std::thread::sleep(Duration::from_secs(3));
+            written.store(true, std::sync::atomic::Ordering::SeqCst);
+            std::fs::write(path, yaml).expect("write the FIFO");
+        }
+    });
+    let reload = tokio::spawn({
+        let handle = d.reload.clone();
+        async move { handle.reload().await }
+    });
+    // Let the reload start and block on the FIFO.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = get(&d.url("/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(
+        !written.load(std::sync::atomic::Ordering::SeqCst),
+        "the scrape waited for the reload's file"
+    );
+    assert_eq!(reload.await.expect("join"), Ok(()));
+    writer.join().expect("writer");
+    d.stop().await;
+}
