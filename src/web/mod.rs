@@ -9,39 +9,26 @@
 //! accepted and ignored with a warning. Every other key is an error: a typo must not
 //! silently leave the endpoints open.
 //!
-//! **Invariant:** no password is kept. Verified credentials are remembered as a salted
-//! SHA-256 digest, so a scrape every 15 s costs one bcrypt check (~100 ms of CPU) per
-//! reload rather than per scrape.
+//! This module loads and validates; [`tls`] builds the rustls config and [`auth`] checks
+//! credentials (no password kept, timing that does not tell which users exist).
 
+mod auth;
 mod tls;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
-use base64::Engine as _;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 
 use crate::config::positions::Positions;
 use crate::config::{Diagnostic, Report, Severity};
 
+pub use auth::AuthFailure;
+
 /// The `WWW-Authenticate` answer to a request without valid credentials.
 pub const WWW_AUTHENTICATE: &str = "Basic realm=\"calldrift\"";
-
-/// Verified credentials remembered per loaded web config; past this the memory is
-/// cleared, so a client cycling through valid passwords cannot grow it without bound.
-const MAX_VERIFIED: usize = 1024;
-
-/// Cost of the stand-in hash checked for unknown users (the cost exporter-toolkit's docs
-/// suggest), so a wrong user name takes as long to refuse as a wrong password.
-const DUMMY_COST: u32 = 10;
-
-/// bcrypt checks run one at a time: each takes a core for ~100 ms, and a stream of bad
-/// passwords must not starve polling on a small machine.
-static BCRYPT_SLOTS: Semaphore = Semaphore::const_new(1);
 
 /// Keys exporter-toolkit knows that calldrift does not implement: named as such in the
 /// error rather than as typos.
@@ -80,9 +67,7 @@ impl WebConfigError {
 pub struct WebConfig {
     /// `Some`: the listener speaks TLS only.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// User name → bcrypt hash; empty means no authentication.
-    pub users: BTreeMap<String, String>,
-    verified: VerifiedCache,
+    auth: auth::BasicAuth,
 }
 
 impl Default for WebConfig {
@@ -96,107 +81,30 @@ impl fmt::Debug for WebConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebConfig")
             .field("tls", &self.tls.as_ref().map(|_| "enabled"))
-            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("users", &self.auth.user_names().collect::<Vec<_>>())
             .finish()
     }
 }
 
-/// Credentials that passed bcrypt, as digests salted per web config.
-struct VerifiedCache {
-    salt: [u8; 32],
-    entries: Mutex<HashSet<[u8; 32]>>,
-}
-
 impl WebConfig {
+    /// `users` maps user names to bcrypt hashes; empty means no authentication.
     pub fn new(tls: Option<Arc<rustls::ServerConfig>>, users: BTreeMap<String, String>) -> Self {
         WebConfig {
             tls,
-            users,
-            verified: VerifiedCache {
-                salt: rand::random(),
-                entries: Mutex::new(HashSet::new()),
-            },
+            auth: auth::BasicAuth::new(users),
         }
     }
 
     /// Whether requests (probes aside) need basic auth.
     pub fn requires_auth(&self) -> bool {
-        !self.users.is_empty()
+        !self.auth.is_empty()
     }
 
-    /// Checks an `Authorization` header value against `basic_auth_users`.
-    pub async fn authorize(&self, header: Option<&[u8]>) -> bool {
-        let Some((user, password)) = header.and_then(parse_basic) else {
-            return false;
-        };
-        let hash = self.users.get(&user).cloned();
-        // The hash is part of the key so an entry can only ever vouch for the hash it
-        // was checked against.
-        let key = self.digest(&user, hash.as_deref().unwrap_or(""), &password);
-        if hash.is_some() && self.lock_verified().contains(&key) {
-            return true;
-        }
-        let Ok(_slot) = BCRYPT_SLOTS.acquire().await else {
-            return false;
-        };
-        let known = hash.is_some();
-        let check = tokio::task::spawn_blocking(move || {
-            let hash = match &hash {
-                Some(hash) => hash.as_str(),
-                None => dummy_hash(),
-            };
-            bcrypt::verify(&password, hash).unwrap_or(false)
-        });
-        let ok = known && check.await.unwrap_or(false);
-        if ok {
-            let mut verified = self.lock_verified();
-            if verified.len() >= MAX_VERIFIED {
-                verified.clear();
-            }
-            verified.insert(key);
-        }
-        ok
+    /// Checks an `Authorization` header value against `basic_auth_users`; the error says
+    /// why it was refused. Unknown users take as long to refuse as wrong passwords.
+    pub async fn authorize(&self, header: Option<&[u8]>) -> Result<(), AuthFailure> {
+        self.auth.authorize(header).await
     }
-
-    fn lock_verified(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
-        // A panic while holding the lock leaves a plain set behind; still usable.
-        self.verified
-            .entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn digest(&self, user: &str, hash: &str, password: &[u8]) -> [u8; 32] {
-        let mut sha = Sha256::new();
-        sha.update(self.verified.salt);
-        // Lengths first, so no two (user, hash, password) triples share an input.
-        for part in [user.as_bytes(), hash.as_bytes(), password] {
-            sha.update((part.len() as u64).to_be_bytes());
-            sha.update(part);
-        }
-        sha.finalize().into()
-    }
-}
-
-/// A valid bcrypt hash no password is known for, checked for unknown users.
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| bcrypt::hash(rand::random::<[u8; 16]>(), DUMMY_COST).unwrap_or_default())
-}
-
-/// `Basic base64(user:password)` → (user, password).
-fn parse_basic(header: &[u8]) -> Option<(String, Vec<u8>)> {
-    let text = std::str::from_utf8(header).ok()?.trim();
-    let (scheme, encoded) = text.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let colon = decoded.iter().position(|&b| b == b':')?;
-    let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
-    Some((user, decoded[colon + 1..].to_vec()))
 }
 
 // ---- raw, as written -------------------------------------------------------------------
@@ -329,7 +237,35 @@ fn validate_users(
         }
         users.insert(user, hash);
     }
+    warn_mixed_costs(&users, report);
     users
+}
+
+/// Unknown user names are checked at the highest cost (see [`auth`]); users whose hash is
+/// cheaper answer faster than an unknown name would, so their existence shows.
+fn warn_mixed_costs(users: &BTreeMap<String, String>, report: &mut Report) {
+    let costs: std::collections::BTreeSet<u32> = users
+        .values()
+        .filter(|hash| check_bcrypt(hash).is_ok())
+        .filter_map(|hash| hash.parse::<bcrypt::HashParts>().ok())
+        .map(|parts| parts.get_cost())
+        .collect();
+    if costs.len() < 2 {
+        return;
+    }
+    let highest = auth::highest_cost(users);
+    let listed: Vec<String> = costs.iter().map(u32::to_string).collect();
+    let pos = report.positions.key("basic_auth_users");
+    report.push(
+        Severity::Warning,
+        pos,
+        format!(
+            "basic_auth_users: the hashes have different bcrypt costs ({}); unknown user names \
+             are checked at cost {highest}, so a user whose hash has a lower cost can be told \
+             apart by response time; give every user the same cost",
+            listed.join(", ")
+        ),
+    );
 }
 
 /// Accepts what `bcrypt::verify` can check: `$2a$`, `$2b$` or `$2y$`, cost 4 to 31,
@@ -510,6 +446,34 @@ mod tests {
     }
 
     #[test]
+    fn mixed_bcrypt_costs_are_warned_about() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let same = format!(
+            "basic_auth_users:\n  alice: \"{}\"\n  bob: \"{}\"\n",
+            hash("a"),
+            hash("b")
+        );
+        let (_, warnings) = parse_in(dir.path(), &same).expect("valid");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let mixed = format!(
+            "basic_auth_users:\n  alice: \"{}\"\n  bob: \"{}\"\n",
+            hash("a"),
+            bcrypt::hash("b", 5).expect("bcrypt hash")
+        );
+        let (web, warnings) = parse_in(dir.path(), &mixed).expect("valid, with a warning");
+        assert!(web.requires_auth());
+        let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            vec![
+                "web.yml:1:1: warning: basic_auth_users: the hashes have different bcrypt costs \
+                 (4, 5); unknown user names are checked at cost 5, so a user whose hash has a \
+                 lower cost can be told apart by response time; give every user the same cost"
+            ]
+        );
+    }
+
+    #[test]
     fn debug_output_shows_neither_hashes_nor_keys() {
         let dir = tempfile::tempdir().expect("tempdir");
         let h = hash("pw");
@@ -523,30 +487,5 @@ mod tests {
             debug.contains("alice") && !debug.contains(&h[7..]),
             "{debug}"
         );
-    }
-
-    fn basic(user: &str, password: &str) -> Vec<u8> {
-        let encoded =
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        format!("Basic {encoded}").into_bytes()
-    }
-
-    #[tokio::test]
-    async fn authorize_checks_users_and_remembers_only_successes() {
-        let mut users = BTreeMap::new();
-        users.insert("alice".to_owned(), hash("right"));
-        let web = WebConfig::new(None, users);
-        assert!(!web.authorize(None).await);
-        assert!(!web.authorize(Some(b"Bearer abc")).await);
-        assert!(!web.authorize(Some(b"Basic !!!not-base64")).await);
-        assert!(!web.authorize(Some(&basic("alice", "wrong"))).await);
-        assert!(!web.authorize(Some(&basic("mallory", "right"))).await);
-        assert!(web.lock_verified().is_empty());
-        assert!(web.authorize(Some(&basic("alice", "right"))).await);
-        assert!(web.authorize(Some(b"basic YWxpY2U6cmlnaHQ=")).await);
-        assert_eq!(web.lock_verified().len(), 1);
-        // The cache holds digests, never the password.
-        let entry = *web.lock_verified().iter().next().expect("one entry");
-        assert!(!entry.windows(5).any(|w| w == b"right"));
     }
 }
