@@ -1,14 +1,14 @@
 //! Every metric calldrift exports (docs/metrics.md lists them for users).
 //!
-//! Process-wide metrics (API requests, latency, rate-limit waits, lag, reloads, build
-//! info, process metrics) live in a `prometheus` registry. Per-target series are not kept
-//! as `prometheus` series: with 10,000 targets that would be some 300,000 label sets in
-//! memory. Each target instead holds one [`TargetSample`] of plain numbers, and
+//! Process-wide metrics (API requests, latency, rate-limit waits, lag, reloads, refused
+//! HTTP credentials, build info, process metrics) live in a `prometheus` registry.
+//! Per-target series are not kept as `prometheus` series: with 10,000 targets that would
+//! be some 300,000 label sets in memory. Each target instead holds one [`TargetSample`] of plain numbers, and
 //! [`write_target_families`] renders the text exposition from those at scrape time.
 //!
 //! **Invariant:** labels carry only bounded values: app, SDKAppID, region, check kind,
-//! command word (escaped, capped per target) and failure reason. Never a URL, key or
-//! error text.
+//! command word (escaped, capped per target) and failure reason. Never a URL, key, user
+//! name or error text.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -22,6 +22,7 @@ use prometheus::{
 use crate::config::TargetKey;
 use crate::drift::Check;
 use crate::tencent::RequestObserver;
+use crate::web::AuthFailure;
 
 /// Observed command words beyond the expected and ignored ones get series up to this many
 /// per target, so a misbehaving gateway cannot blow up cardinality.
@@ -43,6 +44,8 @@ pub struct Metrics {
     pub reload_success_time: Gauge,
     pub state_write_failures: IntCounter,
     pub state_write_success_time: Gauge,
+    /// Requests to the HTTP server refused for their credentials, by [`AuthFailure`].
+    pub http_auth_failures: IntCounterVec,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
@@ -55,6 +58,21 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
     let vec = IntCounterVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
     register(registry, vec)
+}
+
+/// `calldrift_http_auth_failures_total`, with every reason at 0 from the start so
+/// `increase()` sees the first failure.
+fn http_auth_failures(registry: &Registry) -> IntCounterVec {
+    let failures = counter_vec(
+        registry,
+        "calldrift_http_auth_failures_total",
+        "HTTP requests refused for their basic-auth credentials, by reason: missing, malformed, unknown_user, wrong_password.",
+        &["reason"],
+    );
+    for reason in AuthFailure::ALL {
+        failures.with_label_values(&[reason.as_str()]);
+    }
+    failures
 }
 
 impl Metrics {
@@ -92,6 +110,7 @@ impl Metrics {
         };
 
         Metrics {
+            http_auth_failures: http_auth_failures(&registry),
             targets: int_gauge("calldrift_targets", "Configured (app, region) targets."),
             api_requests: counter_vec(
                 &registry,

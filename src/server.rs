@@ -155,22 +155,37 @@ const TEXT: &str = "text/plain; charset=utf-8";
 /// Paths open without credentials: orchestrators probe them without any.
 const PROBES: [&str; 2] = ["/-/healthy", "/-/ready"];
 
+/// The 401 answer, counted by reason, when the web config asks for credentials and
+/// `headers` hold no valid ones.
+async fn refuse_unauthorized(
+    state: &AppState,
+    headers: &hyper::HeaderMap,
+) -> Option<Response<Full<Bytes>>> {
+    let web = state.web();
+    if !web.requires_auth() {
+        return None;
+    }
+    let credentials = headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    let failure = web.authorize(credentials).await.err()?;
+    state
+        .metrics
+        .http_auth_failures
+        .with_label_values(&[failure.as_str()])
+        .inc();
+    let mut response = respond(StatusCode::UNAUTHORIZED, TEXT, "unauthorized\n");
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static(web::WWW_AUTHENTICATE),
+    );
+    Some(response)
+}
+
 async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     if !PROBES.contains(&path.as_str()) {
-        let web = state.web();
-        if web.requires_auth()
-            && !web
-                .authorize(req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes))
-                .await
-        {
-            let mut response = respond(StatusCode::UNAUTHORIZED, TEXT, "unauthorized\n");
-            response.headers_mut().insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static(web::WWW_AUTHENTICATE),
-            );
-            return response;
+        if let Some(refusal) = refuse_unauthorized(state, req.headers()).await {
+            return refusal;
         }
     }
     let read_only = method == Method::GET || method == Method::HEAD;

@@ -199,6 +199,93 @@ async fn repeated_scrapes_reuse_the_verified_credentials() {
     );
 }
 
+/// How long the daemon takes to refuse `user` with `password` on `/metrics`.
+async fn time_to_refuse(
+    client: &reqwest::Client,
+    daemon: &Daemon,
+    user: &str,
+    password: &str,
+) -> Duration {
+    let start = std::time::Instant::now();
+    let (status, _, _) = status_of(
+        client
+            .get(daemon.url("/metrics"))
+            .basic_auth(user, Some(password)),
+    )
+    .await;
+    assert_eq!(status, 401, "{user}");
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn unknown_users_take_as_long_to_refuse_as_wrong_passwords() {
+    // Cost 12 (~350 ms per check): a gap between the two would be plain.
+    let (_sim, daemon, _) = start(&format!(
+        "basic_auth_users:\n  {USER}: \"{}\"\n",
+        bcrypt::hash(PASSWORD, 12).expect("bcrypt hash")
+    ))
+    .await;
+    let client = http();
+    wait_ready(&client, &daemon.url("/-/ready")).await;
+    let (mut known, mut unknown) = (Duration::MAX, Duration::MAX);
+    // Interleaved, keeping each kind's fastest: other tests share the bcrypt slot and the
+    // cores, and can only make a request slower. The two are compared with each other,
+    // never with a wall-clock constant.
+    for _ in 0..3 {
+        known = known.min(time_to_refuse(&client, &daemon, USER, "wrong password").await);
+        unknown = unknown.min(time_to_refuse(&client, &daemon, "stranger", PASSWORD).await);
+    }
+    let ratio = unknown.as_secs_f64() / known.as_secs_f64();
+    assert!(
+        (0.5..=2.0).contains(&ratio),
+        "refusing an unknown user took {unknown:?}, a wrong password {known:?}"
+    );
+}
+
+#[tokio::test]
+async fn refused_credentials_are_counted_by_reason_without_user_names() {
+    let (_sim, daemon, _) = start(&users_yaml(PASSWORD)).await;
+    let client = http();
+    wait_ready(&client, &daemon.url("/-/ready")).await;
+    let metrics = daemon.url("/metrics");
+    let refusals = [
+        client.get(&metrics),
+        client.get(&metrics).header("authorization", "Bearer abc"),
+        client.get(&metrics).basic_auth("stranger", Some(PASSWORD)),
+        client.get(&metrics).basic_auth("stranger", Some("other")),
+        client
+            .get(&metrics)
+            .basic_auth(USER, Some("wrong password")),
+        client.get(&metrics).basic_auth(USER, Some("wrong again")),
+        client.get(&metrics).basic_auth(USER, Some("and again")),
+    ];
+    for request in refusals {
+        assert_eq!(status_of(request).await.0, 401);
+    }
+    // The probes ask for nothing, so they count nothing.
+    assert_eq!(get(&daemon.url("/-/healthy")).await.0, 200);
+    let (status, _, body) = status_of(client.get(&metrics).basic_auth(USER, Some(PASSWORD))).await;
+    assert_eq!(status, 200);
+    let scraped = common::Metrics(body.clone());
+    let count =
+        |reason: &str| scraped.value("calldrift_http_auth_failures_total", &[("reason", reason)]);
+    assert_eq!(count("missing"), Some(1.0), "{body}");
+    assert_eq!(count("malformed"), Some(1.0), "{body}");
+    assert_eq!(count("unknown_user"), Some(2.0), "{body}");
+    assert_eq!(count("wrong_password"), Some(3.0), "{body}");
+    let family: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("calldrift_http_auth_failures_total"))
+        .collect();
+    assert_eq!(family.len(), 4, "{family:?}");
+    assert!(
+        family
+            .iter()
+            .all(|l| !l.contains("stranger") && !l.contains(USER)),
+        "{family:?}"
+    );
+}
+
 #[tokio::test]
 async fn tls_serves_clients_that_trust_the_certificate_and_refuses_plain_http() {
     let (_sim, daemon, cert) = start(&format!("{TLS_YAML}{}", users_yaml(PASSWORD))).await;
