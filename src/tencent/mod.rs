@@ -5,6 +5,7 @@
 //! [`RateLimits::acquire`]; a poll reports an authoritative answer only for ErrorCode 0
 //! with a `Response`, or ErrorCode 100301.
 
+mod answer;
 mod deadlines;
 mod target;
 pub mod transport;
@@ -18,12 +19,13 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT as USER_AGENT_HEADER};
 use rand::Rng;
-use serde::Deserialize;
 
 use crate::clock::{Clock, later};
 use crate::config::Config;
 use crate::drift::Observed;
 use crate::ratelimit::RateLimits;
+use answer::USERSIG_EXPIRED;
+pub use answer::{ApiAnswer, CODE_NO_CONFIG, PollError, PollOutcome, decode_get_callback};
 use deadlines::Deadlines;
 pub use target::{BaseUrls, Target, targets};
 
@@ -39,144 +41,12 @@ static REQUEST_HEADERS: [(HeaderName, HeaderValue); 2] = [
     (USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT)),
 ];
 
-/// ErrorCode meaning "no callback configuration exists".
-pub const CODE_NO_CONFIG: i64 = 100_301;
-
-const RATE_LIMITED: [i64; 5] = [60007, 60011, 60018, 60019, 70050];
-const USERSIG_EXPIRED: [i64; 2] = [70001, 70052];
-const AUTH: [i64; 10] = [
-    70002, 70003, 70005, 70009, 70013, 70014, 70016, 60010, 70403, 60021,
-];
-const TRANSIENT: [i64; 7] = [60008, 60013, 60014, 70169, 70202, 70500, 100_001];
-const CLIENT_BUG: [i64; 6] = [60002, 60003, 60009, 60012, 60015, 100_002];
-
 /// How long an app is held back after the gateway says it is over its limit.
 const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
 /// After this many transport failures in a row on a primary domain, use the backup.
 const FAILOVER_AFTER: u32 = 2;
 /// How long the backup domain is used before the primary is tried again.
 const FAILOVER_FOR: Duration = Duration::from_secs(300);
-
-/// What the gateway said besides success, kept for logs and reports.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ApiAnswer {
-    pub code: i64,
-    pub info: String,
-    pub request_id: Option<String>,
-}
-
-impl std::fmt::Display for ApiAnswer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ErrorCode {}", self.code)?;
-        if !self.info.is_empty() {
-            write!(f, " ({})", self.info)?;
-        }
-        if let Some(id) = &self.request_id {
-            write!(f, " RequestId {id}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Why a poll got no authoritative answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PollError {
-    #[error("rate limited by the gateway: {0}")]
-    RateLimited(ApiAnswer),
-    #[error("authentication failed: {0}")]
-    Auth(ApiAnswer),
-    #[error("transient gateway error persisted after retries: {0}")]
-    Transient(ApiAnswer),
-    #[error("the gateway rejected the request as malformed (a calldrift bug, please report): {0}")]
-    ClientBug(ApiAnswer),
-    #[error("API error: {0}")]
-    Api(ApiAnswer),
-    #[error("HTTP status {status}")]
-    HttpStatus { status: u16 },
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-    #[error("transport error: {0}")]
-    Transport(String),
-    #[error("undecodable response: {0}")]
-    Decode(String),
-}
-
-impl PollError {
-    /// The bounded `reason` label of `calldrift_api_request_failures_total` (coarser than
-    /// [`PollError::kind`]: the gateway's own refusals share `api_error`).
-    pub fn metric_reason(&self) -> &'static str {
-        match self {
-            PollError::RateLimited(_) => "rate_limited",
-            PollError::Auth(_) => "auth",
-            PollError::Transient(_) | PollError::ClientBug(_) | PollError::Api(_) => "api_error",
-            PollError::HttpStatus { .. } => "http_status",
-            PollError::Timeout(_) => "timeout",
-            PollError::Transport(_) => "transport",
-            PollError::Decode(_) => "decode",
-        }
-    }
-
-    /// The kind of failure, as reports name it (`error_class`).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            PollError::RateLimited(_) => "rate_limited",
-            PollError::Auth(_) => "auth",
-            PollError::Transient(_) => "transient",
-            PollError::ClientBug(_) => "client_bug",
-            PollError::Api(_) => "api_error",
-            PollError::HttpStatus { .. } => "http_status",
-            PollError::Timeout(_) => "timeout",
-            PollError::Transport(_) => "transport",
-            PollError::Decode(_) => "decode",
-        }
-    }
-
-    /// The gateway's answer, when there was a decodable one.
-    pub fn answer(&self) -> Option<&ApiAnswer> {
-        match self {
-            PollError::RateLimited(a)
-            | PollError::Auth(a)
-            | PollError::Transient(a)
-            | PollError::ClientBug(a)
-            | PollError::Api(a) => Some(a),
-            _ => None,
-        }
-    }
-
-    /// The ErrorCode for `calldrift_api_error_code`: the gateway's, or -1 without one.
-    pub fn error_code(&self) -> i64 {
-        self.answer().map_or(-1, |a| a.code)
-    }
-
-    fn is_retryable(&self) -> bool {
-        match self {
-            PollError::Transient(_) | PollError::Timeout(_) | PollError::Transport(_) => true,
-            PollError::HttpStatus { status } => *status >= 500,
-            _ => false,
-        }
-    }
-}
-
-/// The result of polling one target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PollOutcome {
-    pub result: Result<Observed, PollError>,
-    /// RequestId of the last answer, if the gateway gave one.
-    pub request_id: Option<String>,
-    /// HTTP requests sent, retries included.
-    pub attempts: u32,
-}
-
-impl PollOutcome {
-    /// ErrorCode of the last answer: 0 present, 100301 absent, the code of a failure, -1 for none.
-    pub fn error_code(&self) -> i64 {
-        match &self.result {
-            Ok(Observed::Present { .. }) => 0,
-            Ok(Observed::Absent) => CODE_NO_CONFIG,
-            Err(e) => e.error_code(),
-        }
-    }
-}
 
 /// Receives one call per HTTP request, for metrics. The client knows nothing of Prometheus.
 pub trait RequestObserver: Send + Sync {
@@ -303,26 +173,6 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientErro
     Ok(config)
 }
 
-#[derive(Deserialize)]
-struct Envelope {
-    #[serde(rename = "ErrorCode")]
-    error_code: Option<i64>,
-    #[serde(rename = "ErrorInfo", default)]
-    error_info: Option<String>,
-    #[serde(rename = "RequestId", default)]
-    request_id: Option<String>,
-    #[serde(rename = "Response", default)]
-    response: Option<CallbackBody>,
-}
-
-#[derive(Deserialize)]
-struct CallbackBody {
-    #[serde(rename = "Url", default)]
-    url: Option<String>,
-    #[serde(rename = "CallbackCommandList", default)]
-    commands: Option<Vec<String>>,
-}
-
 /// Exponential backoff with jitter: `base`·2^`retry` (at most 2^6) scaled by `jitter`, a
 /// factor in [0.5, 1]; saturating, since `base` comes from public settings.
 fn backoff(base: Duration, retry: u32, jitter: f64) -> Duration {
@@ -334,66 +184,6 @@ fn backoff(base: Duration, retry: u32, jitter: f64) -> Duration {
 struct Attempt {
     result: Result<Observed, PollError>,
     request_id: Option<String>,
-}
-
-/// Decodes a `get_callback` answer. Lenient: unknown fields are ignored and `Response`
-/// is optional, except that success must say what the config is.
-pub fn decode_get_callback(body: &[u8]) -> (Result<Observed, PollError>, Option<String>) {
-    let envelope: Envelope = match serde_json::from_slice(body) {
-        Ok(e) => e,
-        Err(e) => {
-            let looks_html = body
-                .iter()
-                .take(512)
-                .copied()
-                .collect::<Vec<u8>>()
-                .to_ascii_lowercase()
-                .windows(5)
-                .any(|w| w == b"<html");
-            let what = if looks_html {
-                "an HTML page, not JSON".to_owned()
-            } else {
-                format!("not the expected JSON ({e})")
-            };
-            return (
-                Err(PollError::Decode(format!("{what}, {} bytes", body.len()))),
-                None,
-            );
-        }
-    };
-    let request_id = envelope.request_id;
-    let Some(code) = envelope.error_code else {
-        return (
-            Err(PollError::Decode("no ErrorCode in the answer".to_owned())),
-            request_id,
-        );
-    };
-    let answer = || ApiAnswer {
-        code,
-        info: envelope.error_info.unwrap_or_default(),
-        request_id: request_id.clone(),
-    };
-    let result = match code {
-        0 => match envelope.response {
-            Some(CallbackBody {
-                url: Some(url),
-                commands,
-            }) => Ok(Observed::Present {
-                url,
-                commands: commands.unwrap_or_default(),
-            }),
-            _ => Err(PollError::Decode(
-                "ErrorCode 0 without Response.Url".to_owned(),
-            )),
-        },
-        CODE_NO_CONFIG => Ok(Observed::Absent),
-        c if RATE_LIMITED.contains(&c) => Err(PollError::RateLimited(answer())),
-        c if AUTH.contains(&c) || USERSIG_EXPIRED.contains(&c) => Err(PollError::Auth(answer())),
-        c if TRANSIENT.contains(&c) => Err(PollError::Transient(answer())),
-        c if CLIENT_BUG.contains(&c) => Err(PollError::ClientBug(answer())),
-        _ => Err(PollError::Api(answer())),
-    };
-    (result, request_id)
 }
 
 impl Client {
@@ -599,80 +389,6 @@ impl Client {
 mod tests {
     use super::*;
 
-    fn decode(body: &str) -> Result<Observed, String> {
-        decode_get_callback(body.as_bytes())
-            .0
-            .map_err(|e| format!("{}:{}", e.kind(), e.error_code()))
-    }
-
-    #[test]
-    fn decoding_table() {
-        let present = Observed::Present {
-            url: "https://h/cb".into(),
-            commands: vec!["Call.CallbackAfterEndCall".into()],
-        };
-        let cases: Vec<(&str, Result<Observed, String>)> = vec![
-            (
-                r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","RequestId":"r","Response":{"Url":"https://h/cb","CallbackCommandList":["Call.CallbackAfterEndCall"],"New":1},"Extra":true}"#,
-                Ok(present),
-            ),
-            (
-                r#"{"ErrorCode":0,"Response":{"Url":"https://h/cb"}}"#,
-                Ok(Observed::Present {
-                    url: "https://h/cb".into(),
-                    commands: vec![],
-                }),
-            ),
-            (
-                r#"{"ActionStatus":"FAIL","ErrorCode":100301,"ErrorInfo":"no config"}"#,
-                Ok(Observed::Absent),
-            ),
-            (
-                r#"{"ErrorCode":100301,"Response":{}}"#,
-                Ok(Observed::Absent),
-            ),
-            (r#"{"ErrorCode":0}"#, Err("decode:-1".into())),
-            (r#"{"ErrorCode":0,"Response":{}}"#, Err("decode:-1".into())),
-            (r#"{"ErrorCode":"0"}"#, Err("decode:-1".into())),
-            (
-                r#"{"ErrorCode":0,"Response":{"Url":"x","CallbackCommandList":5}}"#,
-                Err("decode:-1".into()),
-            ),
-            (r#"{"ActionStatus":"OK"}"#, Err("decode:-1".into())),
-            (
-                "<html><body>502 Bad Gateway</body></html>",
-                Err("decode:-1".into()),
-            ),
-            ("", Err("decode:-1".into())),
-            (r#"{"ErrorCode":60011}"#, Err("rate_limited:60011".into())),
-            (r#"{"ErrorCode":70050}"#, Err("rate_limited:70050".into())),
-            (r#"{"ErrorCode":70001}"#, Err("auth:70001".into())),
-            (r#"{"ErrorCode":70009}"#, Err("auth:70009".into())),
-            (r#"{"ErrorCode":60010}"#, Err("auth:60010".into())),
-            (r#"{"ErrorCode":60021}"#, Err("auth:60021".into())),
-            (r#"{"ErrorCode":100001}"#, Err("transient:100001".into())),
-            (r#"{"ErrorCode":100002}"#, Err("client_bug:100002".into())),
-            (r#"{"ErrorCode":70020}"#, Err("api_error:70020".into())),
-            (r#"{"ErrorCode":12345}"#, Err("api_error:12345".into())),
-        ];
-        for (body, want) in cases {
-            assert_eq!(decode(body), want, "{body}");
-        }
-    }
-
-    #[test]
-    fn request_id_and_info_are_kept() {
-        let (result, id) =
-            decode_get_callback(br#"{"ErrorCode":70009,"ErrorInfo":"bad sig","RequestId":"Id-1"}"#);
-        assert_eq!(id.as_deref(), Some("Id-1"));
-        let e = result.expect_err("auth");
-        assert_eq!(
-            e.to_string(),
-            "authentication failed: ErrorCode 70009 (bad sig) RequestId Id-1"
-        );
-        assert_eq!(e.metric_reason(), "auth");
-    }
-
     #[test]
     fn backoff_doubles_and_saturates_instead_of_panicking() {
         let base = Duration::from_millis(200);
@@ -681,16 +397,5 @@ mod tests {
         assert_eq!(backoff(base, 40, 1.0), base * 64);
         assert_eq!(backoff(Duration::MAX, 3, 1.0), Duration::MAX);
         assert!(backoff(Duration::MAX, 3, 0.5) > Duration::from_secs(u64::MAX / 4));
-    }
-
-    #[test]
-    fn html_pages_are_named() {
-        let (result, _) = decode_get_callback(b"<!DOCTYPE html><HTML><h1>Bad gateway</h1></HTML>");
-        assert!(
-            result
-                .expect_err("html")
-                .to_string()
-                .contains("an HTML page")
-        );
     }
 }
