@@ -3,12 +3,14 @@
 //! `127.0.0.1:0`.
 //!
 //! With a `web_config_file` it speaks TLS and asks for basic auth on every path but the
-//! probes (see [`crate::web`]).
+//! probes (see [`crate::web`]). A reload a browser marks as cross-site is refused
+//! ([`cross_site`]), with or without auth.
 //!
 //! **Invariant:** a slow or flooding client cannot starve polling or other scrapers:
 //! connections are capped per client address and in all ([`limits`]), TLS handshakes and
 //! request heads are bounded in size and time, and handlers only read shared state.
 
+pub mod cross_site;
 pub mod limits;
 
 use std::convert::Infallible;
@@ -18,7 +20,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, ORIGIN, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
@@ -248,13 +250,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes
             }
         }
         ("/-/reload", _) if method == Method::POST || method == Method::PUT => {
-            // The body is ignored, but read (bounded in size and time) so keep-alive
-            // stays usable.
-            let body = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
-            if tokio::time::timeout(HEADER_TIMEOUT, body).await.is_err() {
-                return respond(StatusCode::REQUEST_TIMEOUT, TEXT, "request body too slow\n");
-            }
-            reload(state).await
+            reload_request(state, req).await
         }
         (
             "/metrics"
@@ -268,6 +264,28 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes
         ) => respond(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n"),
         _ => respond(StatusCode::NOT_FOUND, TEXT, "not found\n"),
     }
+}
+
+/// `POST /-/reload`, unless a browser sent it from another site.
+async fn reload_request(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let authority = req.uri().authority().map(|a| a.as_str());
+    if cross_site::is_cross_site(req.headers(), authority) {
+        tracing::warn!(
+            origin = ?req.headers().get(ORIGIN),
+            "refused a cross-site reload request"
+        );
+        return respond(
+            StatusCode::FORBIDDEN,
+            TEXT,
+            "refused: a browser marked this reload request as cross-site\n",
+        );
+    }
+    // The body is ignored, but read (bounded in size and time) so keep-alive stays usable.
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
+    if tokio::time::timeout(HEADER_TIMEOUT, body).await.is_err() {
+        return respond(StatusCode::REQUEST_TIMEOUT, TEXT, "request body too slow\n");
+    }
+    reload(state).await
 }
 
 async fn reload(state: &AppState) -> Response<Full<Bytes>> {
