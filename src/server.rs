@@ -3,11 +3,15 @@
 //! `127.0.0.1:0`.
 //!
 //! With a `web_config_file` it speaks TLS and asks for basic auth on every path but the
-//! probes (see [`crate::web`]).
+//! probes (see [`crate::web`]). A reload a browser marks as cross-site is refused
+//! ([`cross_site`]), with or without auth.
 //!
-//! **Invariant:** a slow or flooding client cannot starve polling: connections are capped,
-//! TLS handshakes and request headers are bounded in size and time, and handlers only
-//! read shared state.
+//! **Invariant:** a slow or flooding client cannot starve polling or other scrapers:
+//! connections are capped per client address and in all ([`limits`]), TLS handshakes and
+//! request heads are bounded in size and time, and handlers only read shared state.
+
+pub mod cross_site;
+pub mod limits;
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -16,26 +20,29 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, ORIGIN, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::report::Verdict;
 use crate::status::Status;
 use crate::web::{self, WebConfig};
+use limits::ConnectionLimits;
 
-/// Connections served at once; more wait in the kernel's backlog.
-pub const MAX_CONNECTIONS: usize = 256;
-/// Time a client gets to send its request headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub use limits::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER};
+
+/// Time a client gets to send a request head, counted from when the server starts
+/// waiting for it: on a new connection, and on a kept-alive one after each response, so
+/// it is the idle timeout too. A scraper sends its head in one write.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a client gets to finish the TLS handshake.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head accepted.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Largest request body read (the endpoints take none).
@@ -73,18 +80,24 @@ pub async fn run(
     state: Arc<AppState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limits = ConnectionLimits::for_this_process();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // A slot taken but not used: kept for the next connection.
+    let mut spare = None;
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            permit = connections.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+        let slot = match spare.take() {
+            Some(slot) => slot,
+            None => tokio::select! {
+                _ = shutdown.cancelled() => break,
+                slot = limits.slot() => match slot { Some(slot) => slot, None => break },
+            },
         };
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
+                    spare = Some(slot);
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!("accepting an HTTP connection failed: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -92,32 +105,53 @@ pub async fn run(
                 }
             },
         };
+        let admission = match limits.admit(slot, peer.ip()) {
+            Ok(admission) => admission,
+            Err(slot) => {
+                // Closed at once (the stream is dropped), before TLS or auth cost anything.
+                tracing::debug!(
+                    "closed an HTTP connection from {peer}: {MAX_CONNECTIONS_PER_PEER} from its address are open"
+                );
+                spare = Some(slot);
+                continue;
+            }
+        };
         let tls = state.web().tls.clone();
         let (state, watcher, shutdown) = (state.clone(), graceful.watcher(), shutdown.clone());
         tokio::spawn(async move {
-            let _permit = permit;
-            let Some(tls) = tls else {
-                serve(stream, state, watcher).await;
-                return;
-            };
-            // The handshake runs here, not in the accept loop, so a slow client only
-            // holds its own connection slot.
-            let handshake = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                done = tokio::time::timeout(
-                    TLS_HANDSHAKE_TIMEOUT,
-                    tokio_rustls::TlsAcceptor::from(tls).accept(stream),
-                ) => done,
-            };
-            match handshake {
-                Ok(Ok(stream)) => serve(stream, state, watcher).await,
-                Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
-                Err(_) => tracing::debug!("TLS handshake timed out"),
+            let _admission = admission;
+            match tls {
+                Some(tls) => serve_tls(stream, tls, state, watcher, shutdown).await,
+                None => serve(stream, state, watcher).await,
             }
         });
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;
     Ok(())
+}
+
+/// Completes the TLS handshake on one connection, then serves it.
+async fn serve_tls(
+    stream: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<AppState>,
+    watcher: Watcher,
+    shutdown: CancellationToken,
+) {
+    // The handshake runs in the connection's task, not in the accept loop, so a slow
+    // client only holds its own connection slots.
+    let handshake = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        done = tokio::time::timeout(
+            TLS_HANDSHAKE_TIMEOUT,
+            tokio_rustls::TlsAcceptor::from(tls).accept(stream),
+        ) => done,
+    };
+    match handshake {
+        Ok(Ok(stream)) => serve(stream, state, watcher).await,
+        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
+    }
 }
 
 /// Serves HTTP/1.1 on one connection, plain or TLS, until it closes or shutdown ends it.
@@ -231,11 +265,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes
             }
         }
         ("/-/reload", _) if method == Method::POST || method == Method::PUT => {
-            // The body is ignored, but read (bounded) so keep-alive stays usable.
-            let _ = Limited::new(req.into_body(), MAX_BODY_BYTES)
-                .collect()
-                .await;
-            reload(state).await
+            reload_request(state, req).await
         }
         (
             "/metrics"
@@ -249,6 +279,28 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes
         ) => respond(StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n"),
         _ => respond(StatusCode::NOT_FOUND, TEXT, "not found\n"),
     }
+}
+
+/// `POST /-/reload`, unless a browser sent it from another site.
+async fn reload_request(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let authority = req.uri().authority().map(|a| a.as_str());
+    if cross_site::is_cross_site(req.headers(), authority) {
+        tracing::warn!(
+            origin = ?req.headers().get(ORIGIN),
+            "refused a cross-site reload request"
+        );
+        return respond(
+            StatusCode::FORBIDDEN,
+            TEXT,
+            "refused: a browser marked this reload request as cross-site\n",
+        );
+    }
+    // The body is ignored, but read (bounded in size and time) so keep-alive stays usable.
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
+    if tokio::time::timeout(HEADER_TIMEOUT, body).await.is_err() {
+        return respond(StatusCode::REQUEST_TIMEOUT, TEXT, "request body too slow\n");
+    }
+    reload(state).await
 }
 
 async fn reload(state: &AppState) -> Response<Full<Bytes>> {

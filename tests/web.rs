@@ -528,3 +528,64 @@ async fn other_bad_web_configs_stop_the_start() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_a_browser_marks_as_cross_site_is_refused() {
+    let sim = Sim::start(vec![app(APP, clean()), app(APP + 1, clean())]).await;
+    let settings = "poll:\n  interval: 1h\n  timeout: 2s";
+    let d = Daemon::start(&config_yaml(&sim, settings, &[app_yaml("a", APP, "")])).await;
+    let client = http();
+    let reload = || client.post(d.url("/-/reload"));
+    let loaded = || async {
+        let m = d.scrape().await;
+        (
+            m.value("calldrift_targets", &[]),
+            m.value(
+                "calldrift_config_last_reload_success_timestamp_seconds",
+                &[],
+            ),
+        )
+    };
+    // Every reload from here on would add a target.
+    let two_apps = [app_yaml("a", APP, ""), app_yaml("b", APP + 1, "")];
+    std::fs::write(&d.config_path, config_yaml(&sim, settings, &two_apps)).expect("write");
+    let before = loaded().await;
+    assert_eq!(before.0, Some(1.0));
+
+    for (header, value) in [
+        ("Origin", "http://evil.example"),
+        ("Origin", "null"),
+        // Another port of the same host is another origin.
+        ("Origin", &format!("http://{}:1", d.addr.ip())),
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Site", "same-site"),
+    ] {
+        let (status, _, body) = status_of(reload().header(header, value)).await;
+        assert_eq!(status, 403, "{header}: {value}: {body}");
+        assert!(body.contains("cross-site"), "{body}");
+    }
+    // A same-origin Sec-Fetch-Site does not excuse a foreign Origin.
+    let both = reload()
+        .header("Sec-Fetch-Site", "same-origin")
+        .header("Origin", "http://evil.example");
+    assert_eq!(status_of(both).await.0, 403);
+    assert_eq!(loaded().await, before, "no refused request reloaded");
+
+    // The page's own origin, a typed-in request, and curl-like tools get through.
+    let same_origin = reload()
+        .header("Origin", format!("http://{}", d.addr))
+        .header("Sec-Fetch-Site", "same-origin");
+    let (status, _, body) = status_of(same_origin).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        loaded().await.0,
+        Some(2.0),
+        "the same-origin request reloaded"
+    );
+    let (status, _, body) = status_of(reload().header("Sec-Fetch-Site", "none")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = request(reqwest::Method::POST, &d.url("/-/reload")).await;
+    assert_eq!(status, 200, "{body}");
+    let after = loaded().await;
+    assert!(after.1 > before.1, "reloaded: {before:?} -> {after:?}");
+}
