@@ -121,10 +121,7 @@ struct Running {
     plans: watch::Sender<Arc<Plan>>,
     saved: BTreeMap<TargetKey, SavedTarget>,
     state_path: StatePath,
-    scheduler: Task<()>,
-    polls: TaskTracker,
-    server: Task<std::io::Result<()>>,
-    writer: Task<()>,
+    tasks: Tasks,
 }
 
 /// A spawned task and the token that stops it.
@@ -183,67 +180,35 @@ fn start(
     ));
     metrics.reload_successful.set(1);
     metrics.reload_success_time.set(clock.unix_f64());
-    let limits = Arc::new(RateLimits::new(
-        config.rate_limit.per_second,
-        config.rate_limit.per_app_per_second,
-    ));
-    let settings = ClientSettings {
-        resolver: resolver.clone(),
-        ..ClientSettings::from_config(&config)
-    };
-    let client = Arc::new(Client::new(
-        settings,
-        limits,
-        clock.clone(),
-        metrics.clone(),
-    )?);
+    let client = new_client(&config, resolver.clone(), &clock, &metrics)?;
 
     let saved = load_state(config.state_file.as_ref(), clock.as_ref());
     let status = Arc::new(Status::new(metrics.clone(), clock.clone()));
     let targets = tencent::targets(&config, &loaded.secrets);
     status.apply_targets(&targets, &saved);
     let (plans, plan_rx) = watch::channel(plan(targets, &config, &client));
-    tracing::info!(
-        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        targets = config.target_count(),
-        interval = %humantime::format_duration(config.poll.interval),
-        shard = %shard.map_or_else(|| "none".to_owned(), |s| s.to_string()),
-        rate_limit_per_second = config.rate_limit.per_second,
-        "calldrift started"
-    );
+    log_start(&listener, &config, shard);
 
-    let polls = TaskTracker::new();
-    let stop = shutdown.child_token();
-    let scheduler = spawn(
-        stop.clone(),
-        scheduler::run(
-            plan_rx,
-            status.clone(),
-            metrics.clone(),
-            stop,
-            polls.clone(),
-        ),
-    );
     let app_state = Arc::new(AppState {
         status: status.clone(),
         metrics: metrics.clone(),
         reload: config_path.as_ref().map(|_| inbox.sender.clone()),
         web: RwLock::new(Arc::new(web_config)),
     });
-    let stop = CancellationToken::new();
-    let server = spawn(stop.clone(), server::run(listener, app_state.clone(), stop));
     let state_path: StatePath = Arc::new(std::sync::Mutex::new(config.state_file.clone()));
-    let stop = CancellationToken::new();
-    let state_writer_task = persist::state_writer(
-        StateWriter {
-            status: status.clone(),
-            metrics: metrics.clone(),
-            clock: clock.clone(),
-        },
+    let writer = StateWriter {
+        status: status.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+    };
+    let tasks = Tasks::spawn(
+        plan_rx,
+        writer,
+        listener,
+        app_state.clone(),
         state_path.clone(),
-        stop.clone(),
+        shutdown,
     );
-    let writer = spawn(stop, state_writer_task);
     Ok(Running {
         current: Current {
             config,
@@ -259,11 +224,82 @@ fn start(
         plans,
         saved,
         state_path,
-        scheduler,
-        polls,
-        server,
-        writer,
+        tasks,
     })
+}
+
+fn log_start(listener: &TcpListener, config: &Config, shard: Option<Shard>) {
+    tracing::info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        targets = config.target_count(),
+        interval = %humantime::format_duration(config.poll.interval),
+        shard = %shard.map_or_else(|| "none".to_owned(), |s| s.to_string()),
+        rate_limit_per_second = config.rate_limit.per_second,
+        "calldrift started"
+    );
+}
+
+fn new_client(
+    config: &Config,
+    resolver: Option<Resolver>,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<Client>, ClientError> {
+    let limits = Arc::new(RateLimits::new(
+        config.rate_limit.per_second,
+        config.rate_limit.per_app_per_second,
+    ));
+    let settings = ClientSettings {
+        resolver,
+        ..ClientSettings::from_config(config)
+    };
+    Ok(Arc::new(Client::new(
+        settings,
+        limits,
+        clock.clone(),
+        metrics.clone(),
+    )?))
+}
+
+/// The daemon's tasks: the scheduler (and the polls it spawns), the HTTP server and the
+/// state writer.
+struct Tasks {
+    scheduler: Task<()>,
+    polls: TaskTracker,
+    server: Task<std::io::Result<()>>,
+    writer: Task<()>,
+}
+
+impl Tasks {
+    fn spawn(
+        plans: watch::Receiver<Arc<Plan>>,
+        writer: StateWriter,
+        listener: TcpListener,
+        app_state: Arc<AppState>,
+        state_path: StatePath,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let (status, metrics) = (writer.status.clone(), writer.metrics.clone());
+        let polls = TaskTracker::new();
+        let stop = shutdown.child_token();
+        let scheduler = spawn(
+            stop.clone(),
+            scheduler::run(plans, status, metrics, stop, polls.clone()),
+        );
+        let stop = CancellationToken::new();
+        let server = spawn(stop.clone(), server::run(listener, app_state, stop));
+        let stop = CancellationToken::new();
+        let writer = spawn(
+            stop.clone(),
+            persist::state_writer(writer, state_path, stop),
+        );
+        Tasks {
+            scheduler,
+            polls,
+            server,
+            writer,
+        }
+    }
 }
 
 /// What the scheduler polls, as a whole.
@@ -333,15 +369,16 @@ impl Running {
     /// state file and stops the server.
     async fn stop(self) -> Result<(), DaemonError> {
         tracing::info!("shutting down: no new polls; waiting for polls in flight");
-        self.scheduler.stop().await;
-        self.polls.close();
-        let in_flight = tokio::time::timeout(self.current.config.poll.timeout, self.polls.wait());
+        self.tasks.scheduler.stop().await;
+        self.tasks.polls.close();
+        let in_flight =
+            tokio::time::timeout(self.current.config.poll.timeout, self.tasks.polls.wait());
         if in_flight.await.is_err() {
             tracing::warn!(
                 "some polls did not finish within poll.timeout; their results are dropped"
             );
         }
-        self.writer.stop().await;
+        self.tasks.writer.stop().await;
         let state_path = self
             .state_path
             .lock()
@@ -354,7 +391,7 @@ impl Running {
         };
         // File IO off the runtime thread, as every write is.
         let _ = tokio::task::spawn_blocking(move || writer.write(state_path.as_ref())).await;
-        match self.server.stop().await {
+        match self.tasks.server.stop().await {
             Some(Err(e)) => Err(DaemonError::Server(e)),
             _ => {
                 tracing::info!("stopped");

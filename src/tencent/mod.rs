@@ -297,24 +297,7 @@ impl Client {
 
     async fn attempt(&self, target: &Target) -> Attempt {
         let base = self.base_url(target);
-        let usersig = target.usersig.get(self.clock.unix_secs());
-        let random: u32 = rand::rng().random();
-        // Written out rather than with a query serializer, into one allocation: the values
-        // are digits, the UserSig alphabet (letters, digits, `*`, `-`, `_`, all safe in a
-        // query) and the identifier, which is encoded. URL handling was a fifth of a poll's
-        // CPU.
-        let mut path = String::with_capacity(usersig.expose().len() + 160);
-        path.push_str("/v4/call_config/get_callback?sdkappid=");
-        path.push_str(&target.key.sdkappid.to_string());
-        path.push_str("&identifier=");
-        path.extend(url::form_urlencoded::byte_serialize(
-            target.identifier.as_bytes(),
-        ));
-        path.push_str("&usersig=");
-        path.push_str(usersig.expose());
-        path.push_str("&random=");
-        path.push_str(&random.to_string());
-        path.push_str("&contenttype=json");
+        let path = request_path(target, self.clock.unix_secs());
         let started = Instant::now();
         // Boxed, so the select below moves a pointer, not the exchange's large state.
         let read = Box::pin(self.http.post(
@@ -331,48 +314,7 @@ impl Client {
             _ = deadline.cancelled() => Err(()),
         };
         let elapsed = started.elapsed();
-        let attempt = match outcome {
-            Err(_) => Attempt {
-                result: Err(PollError::Timeout(self.settings.timeout)),
-                request_id: None,
-            },
-            Ok(Err(e)) if e.is_timeout() => Attempt {
-                result: Err(PollError::Timeout(self.settings.timeout)),
-                request_id: None,
-            },
-            Ok(Err(e)) => Attempt {
-                result: Err(PollError::Transport(e.describe())),
-                request_id: None,
-            },
-            Ok(Ok(transport::Answer { body: None, .. })) => Attempt {
-                result: Err(PollError::Decode(format!(
-                    "response body larger than {MAX_BODY_BYTES} bytes"
-                ))),
-                request_id: None,
-            },
-            Ok(Ok(transport::Answer { status, .. })) if status == StatusCode::TOO_MANY_REQUESTS => {
-                Attempt {
-                    result: Err(PollError::RateLimited(ApiAnswer {
-                        code: -1,
-                        info: "HTTP 429".to_owned(),
-                        request_id: None,
-                    })),
-                    request_id: None,
-                }
-            }
-            Ok(Ok(transport::Answer { status, .. })) if status != StatusCode::OK => Attempt {
-                result: Err(PollError::HttpStatus {
-                    status: status.as_u16(),
-                }),
-                request_id: None,
-            },
-            Ok(Ok(transport::Answer {
-                body: Some(body), ..
-            })) => {
-                let (result, request_id) = decode_get_callback(&body);
-                Attempt { result, request_id }
-            }
-        };
+        let attempt = classify(outcome, self.settings.timeout);
         self.note_transport(
             target,
             base,
@@ -382,6 +324,77 @@ impl Client {
         self.observer
             .request_done(&target.key.region, elapsed, failure);
         attempt
+    }
+}
+
+/// The `get_callback` request path with its query. Written out rather than with a query
+/// serializer, into one allocation: the values are digits, the UserSig alphabet (letters,
+/// digits, `*`, `-`, `_`, all safe in a query) and the identifier, which is encoded. URL
+/// handling was a fifth of a poll's CPU.
+fn request_path(target: &Target, now_unix: u64) -> String {
+    let usersig = target.usersig.get(now_unix);
+    let random: u32 = rand::rng().random();
+    let mut path = String::with_capacity(usersig.expose().len() + 160);
+    path.push_str("/v4/call_config/get_callback?sdkappid=");
+    path.push_str(&target.key.sdkappid.to_string());
+    path.push_str("&identifier=");
+    path.extend(url::form_urlencoded::byte_serialize(
+        target.identifier.as_bytes(),
+    ));
+    path.push_str("&usersig=");
+    path.push_str(usersig.expose());
+    path.push_str("&random=");
+    path.push_str(&random.to_string());
+    path.push_str("&contenttype=json");
+    path
+}
+
+/// What one exchange (or its deadline) amounts to.
+fn classify(
+    outcome: Result<Result<transport::Answer, transport::Error>, ()>,
+    timeout: Duration,
+) -> Attempt {
+    match outcome {
+        Err(_) => Attempt {
+            result: Err(PollError::Timeout(timeout)),
+            request_id: None,
+        },
+        Ok(Err(e)) if e.is_timeout() => Attempt {
+            result: Err(PollError::Timeout(timeout)),
+            request_id: None,
+        },
+        Ok(Err(e)) => Attempt {
+            result: Err(PollError::Transport(e.describe())),
+            request_id: None,
+        },
+        Ok(Ok(transport::Answer { body: None, .. })) => Attempt {
+            result: Err(PollError::Decode(format!(
+                "response body larger than {MAX_BODY_BYTES} bytes"
+            ))),
+            request_id: None,
+        },
+        Ok(Ok(transport::Answer { status, .. })) if status == StatusCode::TOO_MANY_REQUESTS => {
+            Attempt {
+                result: Err(PollError::RateLimited(ApiAnswer {
+                    code: -1,
+                    info: "HTTP 429".to_owned(),
+                    request_id: None,
+                })),
+                request_id: None,
+            }
+        }
+        Ok(Ok(transport::Answer { status, .. })) if status != StatusCode::OK => Attempt {
+            result: Err(PollError::HttpStatus {
+                status: status.as_u16(),
+            }),
+            request_id: None,
+        },
+        Ok(Ok(transport::Answer {
+            body: Some(body), ..
+        })) => {
+            let (result, request_id) = decode_get_callback(&body);
+            Attempt { result, request_id }
+        }
     }
 }
 
