@@ -17,12 +17,6 @@ impl Secrets {
     pub fn get(&self, app: &str) -> Option<&SecretKey> {
         self.0.get(app)
     }
-
-    /// Every secret key (the values, not the app names), for tests that search output
-    /// for leaks.
-    pub fn values(&self) -> impl Iterator<Item = &SecretKey> {
-        self.0.values()
-    }
 }
 
 /// Reads every app's secret key. Errors name the place in the config where the source is set.
