@@ -293,7 +293,7 @@ pub(crate) mod tests {
                 interval: Duration::from_secs(60),
                 timeout: Duration::from_secs(5),
                 retries: 2,
-                max_concurrency: 16
+                max_concurrency: 1000
             }
         );
         assert_eq!(

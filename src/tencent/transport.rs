@@ -7,7 +7,7 @@
 //! twice more (its redirect layer runs even with redirects off) and passes layers we do
 //! not use, a third of a poll's CPU at 200 polls/s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -143,8 +143,15 @@ fn proxy_variables_set() -> bool {
     .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
 }
 
-/// Keep-alive connections unused this long are closed rather than reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Keep-alive connections unused this long are closed rather than reused: under the 60 s
+/// that load balancers and servers commonly allow an idle connection, so calldrift drops
+/// it before the other side does (a request racing the server's close would fail).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// At most this many idle connections are kept per base; after a burst (a slow gateway
+/// recovering with a thousand requests in flight) the oldest are closed, so idle sockets
+/// stay bounded.
+const MAX_IDLE_PER_BASE: usize = 256;
 
 /// What a request to one base URL needs, worked out once per base.
 struct Destination {
@@ -217,7 +224,9 @@ pub struct Answer {
 pub struct Http {
     connector: Connector,
     destinations: Mutex<HashMap<String, Arc<Destination>>>,
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    /// Oldest first; checkout takes the newest, so a few connections stay warm.
+    idle: Mutex<HashMap<String, VecDeque<Idle>>>,
+    idle_timeout: Duration,
 }
 
 impl Http {
@@ -244,6 +253,7 @@ impl Http {
             connector,
             destinations: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),
+            idle_timeout: IDLE_TIMEOUT,
         }
     }
 
@@ -278,11 +288,11 @@ impl Http {
         loop {
             let idle = {
                 let mut pool = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                pool.get_mut(base).and_then(Vec::pop)
+                pool.get_mut(base).and_then(VecDeque::pop_back)
             };
             let Some(idle) = idle else { break };
             let Idle { mut sender, since } = idle;
-            if since.elapsed() < IDLE_TIMEOUT && sender.ready().await.is_ok() {
+            if since.elapsed() < self.idle_timeout && sender.ready().await.is_ok() {
                 return Ok(sender);
             }
         }
@@ -306,11 +316,18 @@ impl Http {
         if sender.is_closed() {
             return;
         }
+        let now = Instant::now();
         let mut pool = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        pool.entry(base.to_owned()).or_default().push(Idle {
-            sender,
-            since: Instant::now(),
-        });
+        let idle = pool.entry(base.to_owned()).or_default();
+        // Oldest first: drop those that expired or were closed by the server, then any
+        // beyond the bound. Dropping a sender ends its connection.
+        while idle.front().is_some_and(|i| {
+            i.sender.is_closed() || now.duration_since(i.since) >= self.idle_timeout
+        }) || idle.len() >= MAX_IDLE_PER_BASE
+        {
+            idle.pop_front();
+        }
+        idle.push_back(Idle { sender, since: now });
     }
 
     /// POSTs `body` to `base` + `path_and_query` and reads the answer, at most `limit`
@@ -462,6 +479,68 @@ mod tests {
             .expect("answer");
         assert_eq!(answer.status, StatusCode::OK);
         String::from_utf8(answer.body.expect("body within the limit")).expect("utf8")
+    }
+
+    fn idle_count(http: &Http, base: &str) -> usize {
+        let pool = http.idle.lock().expect("pool");
+        pool.get(base).map_or(0, VecDeque::len)
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_bounded_per_base_after_a_burst() {
+        let (base, accepted) = server(false).await;
+        let http = Arc::new(http());
+        let burst = MAX_IDLE_PER_BASE + 40;
+        // Each request in flight at once needs a connection of its own.
+        let gate = Arc::new(tokio::sync::Barrier::new(burst));
+        let mut tasks = Vec::new();
+        for _ in 0..burst {
+            let (http, base, gate) = (http.clone(), base.clone(), gate.clone());
+            tasks.push(tokio::spawn(async move {
+                let sender = {
+                    let destination = http.destination(&base).expect("destination");
+                    http.checkout(&base, &destination).await.expect("connect")
+                };
+                gate.wait().await;
+                http.checkin(&base, sender);
+            }));
+        }
+        for task in tasks {
+            task.await.expect("task");
+        }
+        assert_eq!(idle_count(&http, &base), MAX_IDLE_PER_BASE);
+        // The server accepts from its backlog a little later than clients connect: wait
+        // until the count settles.
+        let mut settled = accepted.load(Ordering::SeqCst);
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = accepted.load(Ordering::SeqCst);
+            if now == settled {
+                break;
+            }
+            settled = now;
+        }
+        // The newest are reused: no new connection for the next request.
+        post(&http, &base).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), settled);
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_the_timeout_is_not_reused() {
+        let (base, accepted) = server(false).await;
+        let mut http = http();
+        http.idle_timeout = Duration::from_millis(200);
+        post(&http, &base).await;
+        post(&http, &base).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "reused while fresh");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        post(&http, &base).await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "a new one after the timeout"
+        );
+        assert_eq!(idle_count(&http, &base), 1, "the expired one was dropped");
     }
 
     #[tokio::test]

@@ -32,8 +32,8 @@ pub(super) fn validate(raw: RawConfig, diagnostics: &mut Diagnostics, base_dir: 
     let listen = server::listen(listen, diagnostics);
     let log_format = server::log_format(log_format.as_deref(), diagnostics);
     let log_level = server::log_level(log_level, diagnostics);
-    let poll = poll::poll(poll.unwrap_or_default(), diagnostics);
     let rate_limit = poll::rate_limit(rate_limit.unwrap_or_default(), diagnostics);
+    let poll = poll::poll(poll.unwrap_or_default(), &rate_limit, diagnostics);
     let regions = regions::regions(regions.unwrap_or_default(), diagnostics);
 
     let global = expect::merge(&expect::defaults(), expect.as_ref());

@@ -6,8 +6,22 @@ use super::durations::{POLL_INTERVAL, POLL_TIMEOUT, duration};
 use crate::config::raw::{RawPoll, RawRateLimit};
 use crate::config::{Config, Diagnostics, Poll, RateLimit};
 
-/// `poll:`, every key defaulted.
-pub(super) fn poll(raw: RawPoll, diagnostics: &mut Diagnostics) -> Poll {
+/// The most requests the default in-flight bound allows: with a hung gateway, each holds a
+/// connection and a few tens of KiB until `poll.timeout`, so the bound is also the most
+/// memory a slow gateway can make calldrift hold for its polls.
+pub const MAX_DEFAULT_IN_FLIGHT: usize = 1024;
+
+/// The default in-flight bound: enough requests in flight to keep `per_second` calls a
+/// second going while each takes up to `timeout` (throughput is in-flight / round trip),
+/// 16 at least and [`MAX_DEFAULT_IN_FLIGHT`] at most. 1,000 with the defaults, so the full
+/// 200 calls/s hold at any round trip up to 5 s.
+pub fn default_in_flight(per_second: u32, timeout: Duration) -> usize {
+    let needed = (f64::from(per_second) * timeout.as_secs_f64()).ceil();
+    (needed as usize).clamp(16, MAX_DEFAULT_IN_FLIGHT)
+}
+
+/// `poll:`, every key defaulted; `max_concurrency` from the rate and the timeout unless set.
+pub(super) fn poll(raw: RawPoll, rate: &RateLimit, diagnostics: &mut Diagnostics) -> Poll {
     let poll = Poll {
         interval: duration(
             diagnostics,
@@ -24,7 +38,17 @@ pub(super) fn poll(raw: RawPoll, diagnostics: &mut Diagnostics) -> Poll {
             &POLL_TIMEOUT,
         ),
         retries: raw.retries.unwrap_or(2),
-        max_concurrency: raw.max_concurrency.unwrap_or(16) as usize,
+        max_concurrency: 0,
+    };
+    let poll = Poll {
+        max_concurrency: match raw.max_concurrency {
+            Some(n) => {
+                warn_if_in_flight_too_low(n as usize, &poll, rate, diagnostics);
+                n as usize
+            }
+            None => default_in_flight(rate.per_second, poll.timeout),
+        },
+        ..poll
     };
     if poll.retries > 10 {
         diagnostics.error(
@@ -39,6 +63,33 @@ pub(super) fn poll(raw: RawPoll, diagnostics: &mut Diagnostics) -> Poll {
         );
     }
     poll
+}
+
+/// Warns when an explicit `max_concurrency` cannot keep the rate up while requests take as
+/// long as `poll.timeout` allows.
+fn warn_if_in_flight_too_low(
+    in_flight: usize,
+    poll: &Poll,
+    rate: &RateLimit,
+    diagnostics: &mut Diagnostics,
+) {
+    let needed = default_in_flight(rate.per_second, poll.timeout);
+    let reached = in_flight as f64 / poll.timeout.as_secs_f64();
+    if in_flight == 0 || reached >= f64::from(rate.per_second) {
+        return;
+    }
+    let round_trip = Duration::from_millis(
+        (in_flight as f64 * 1000.0 / f64::from(rate.per_second.max(1))) as u64,
+    );
+    diagnostics.warning(
+        "poll.max_concurrency",
+        format!(
+            "poll.max_concurrency {in_flight} keeps {} calls/s only while answers take under {}, and poll.timeout allows {}: throughput is requests in flight / round trip; leave max_concurrency out to size it from the rate and the timeout ({needed} here)",
+            rate.per_second,
+            humantime::format_duration(round_trip),
+            humantime::format_duration(poll.timeout),
+        ),
+    );
 }
 
 /// `rate_limit:`, both limits 200 calls per second by default.
@@ -90,7 +141,56 @@ fn round_secs(d: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::default_in_flight;
     use crate::config::tests::parse_text;
+
+    #[test]
+    fn the_default_in_flight_bound_follows_rate_and_timeout() {
+        let s = Duration::from_secs;
+        for (per_second, timeout, bound) in [
+            (200, s(5), 1000),
+            (200, s(1), 200),
+            (200, Duration::from_millis(250), 50),
+            (10, s(1), 16),
+            (200, s(300), 1024),
+            (u32::MAX, s(300), 1024),
+        ] {
+            assert_eq!(
+                default_in_flight(per_second, timeout),
+                bound,
+                "{per_second}/s, {timeout:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_explicit_in_flight_bound_too_low_for_the_rate_warns_at_its_line() {
+        let app =
+            "apps:\n  - name: a\n    sdkappid: 1\n    regions: [china]\n    secret_key_env: K\n";
+        let warned = |text: &str| {
+            let (_, warnings) = parse_text(text).expect("warnings only");
+            warnings
+                .iter()
+                .map(ToString::to_string)
+                .find(|w| w.contains("poll.max_concurrency"))
+        };
+        let low = warned(&format!("poll:\n  max_concurrency: 16\n{app}")).expect("a warning");
+        assert!(
+            low.starts_with("c.yaml:2:20: ")
+                && low.contains("keeps 200 calls/s only while answers take under 80ms")
+                && low.contains("(1000 here)"),
+            "{low}"
+        );
+        assert_eq!(
+            warned(&format!("poll:\n  max_concurrency: 1000\n{app}")),
+            None
+        );
+        assert_eq!(warned(app), None);
+        let (config, _) = parse_text(app).expect("valid");
+        assert_eq!(config.poll.max_concurrency, 1000);
+    }
 
     #[test]
     fn warnings_for_unmeetable_interval_inline_secret_and_unknown_command() {
