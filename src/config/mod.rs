@@ -7,10 +7,12 @@
 //! files and environment variables.
 //!
 //! - `raw`: the YAML as written; `validate`: from that to [`Config`], section by section;
+//! - `nesting`: the bound on nesting depth, checked before anything else reads the text;
 //! - `diagnostics`: problems with their places; `positions`: where each key sits;
 //! - `secrets`: reading the keys the config refers to.
 
 mod diagnostics;
+mod nesting;
 pub(crate) mod positions;
 mod raw;
 mod secrets;
@@ -24,6 +26,8 @@ use std::time::Duration;
 
 pub use self::diagnostics::{Diagnostic, Severity};
 pub(crate) use self::diagnostics::{Diagnostics, decode_yaml};
+pub use self::nesting::MAX_DEPTH;
+pub(crate) use self::nesting::check_depth;
 pub use self::positions::Pos;
 use self::positions::Positions;
 use self::raw::RawConfig;
@@ -233,12 +237,21 @@ pub fn load_with_env(
 }
 
 /// Parses and validates config text. Relative file paths are taken from `base_dir`.
-/// Returns the config and its warnings, or every error (with the warnings) found.
+/// Returns the config and its warnings, or every error (with the warnings) found; text
+/// nested deeper than [`MAX_DEPTH`] is refused with that one error before anything else.
 pub fn parse(
     text: &str,
     origin: &str,
     base_dir: &Path,
 ) -> Result<(Config, Vec<Diagnostic>), ConfigError> {
+    if let Err((pos, message)) = check_depth(text, "a calldrift config") {
+        return Err(ConfigError::Invalid(vec![Diagnostic {
+            severity: Severity::Error,
+            file: origin.to_owned(),
+            pos,
+            message,
+        }]));
+    }
     let positions = Positions::scan(text);
     let mut diagnostics = Diagnostics::new(origin, &positions);
 
@@ -337,6 +350,43 @@ pub(crate) mod tests {
         for junk in ["apps: [", "{{{", "- just\n- a list\n", "apps: 3", "\t\u{0}"] {
             assert!(parse_text(junk).is_err(), "{junk:?}");
         }
+    }
+
+    #[test]
+    fn a_hundred_thousand_nested_brackets_are_one_error_where_the_bound_is_crossed() {
+        // Decoding this took 43 s (quadratic in the depth); the bound stops at level 65.
+        let deep = format!("apps: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(
+            errors(&deep),
+            vec![
+                "c.yaml:1:70: nested deeper than 64 levels; a calldrift config needs fewer than 10"
+            ]
+        );
+        let unclosed = "[".repeat(100_000);
+        assert_eq!(
+            errors(&unclosed),
+            vec![
+                "c.yaml:1:65: nested deeper than 64 levels; a calldrift config needs fewer than 10"
+            ]
+        );
+    }
+
+    #[test]
+    fn nesting_at_the_bound_is_decoded_and_one_over_is_refused() {
+        // Root mapping, `apps`, then 62 more: 64 levels, decoded (and wrong for other reasons).
+        let at = format!("apps: [{}{}]\n", "[".repeat(62), "]".repeat(62));
+        let all = errors(&at);
+        assert!(
+            all.iter().all(|e| !e.contains("nested deeper")) && all[0].starts_with("c.yaml:1:8: "),
+            "{all:?}"
+        );
+        let over = format!("apps: [{}{}]\n", "[".repeat(63), "]".repeat(63));
+        assert_eq!(
+            errors(&over),
+            vec![
+                "c.yaml:1:70: nested deeper than 64 levels; a calldrift config needs fewer than 10"
+            ]
+        );
     }
 
     #[test]
