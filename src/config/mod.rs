@@ -31,7 +31,7 @@ pub(crate) use self::nesting::check_depth;
 pub use self::positions::Pos;
 use self::positions::Positions;
 use self::raw::RawConfig;
-pub use self::secrets::{Secrets, resolve_secrets};
+pub use self::secrets::{Secrets, resolve_secrets, resolve_selected_secrets};
 use crate::drift::Expected;
 use crate::secret::SecretKey;
 
@@ -201,16 +201,17 @@ impl Config {
     }
 }
 
-/// A config read, validated and with its secrets resolved, with its warnings: what `run`,
-/// `check` and `validate` start from.
+/// A config read and validated, with the secrets of the apps it was loaded for resolved,
+/// and its warnings: what `run`, `check` and `validate` start from.
 #[derive(Debug)]
 pub struct LoadedConfig {
+    /// Every app of the file, whichever were selected for their secrets.
     pub config: Config,
     pub secrets: Secrets,
     pub warnings: Vec<Diagnostic>,
 }
 
-/// Reads, parses, validates and resolves secrets: what `run`, `check` and `validate` do.
+/// Reads, parses, validates and resolves every app's secret: what `validate` does.
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     load_with_env(path, &|name| std::env::var(name).ok())
 }
@@ -220,6 +221,17 @@ pub fn load_with_env(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<LoadedConfig, ConfigError> {
+    load_selected(path, env, &|_| true)
+}
+
+/// [`load_with_env`] reading only the secrets of the apps `wanted` selects (a replica's
+/// shard), so a replica needs no other app's key. Every app is still validated, its secret
+/// source (a file or variable named) included.
+pub fn load_selected(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    wanted: &dyn Fn(&App) -> bool,
+) -> Result<LoadedConfig, ConfigError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: origin.clone(),
@@ -227,7 +239,7 @@ pub fn load_with_env(
     })?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let (config, mut warnings) = parse(&text, &origin, base_dir)?;
-    let (secrets, secret_warnings) = resolve_secrets(&config, env)?;
+    let (secrets, secret_warnings) = resolve_selected_secrets(&config, env, wanted)?;
     warnings.extend(secret_warnings);
     Ok(LoadedConfig {
         config,
