@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, LogFormat};
 use crate::daemon::{self, ReloadHandle};
 use crate::secret::SecretKey;
-use crate::shard::Shard;
+use crate::shard::{self, Shard};
 use crate::sim::{Scenario, Simulator};
 use crate::tencent::usersig;
 use crate::web;
@@ -205,14 +205,16 @@ fn log_format(cli: Option<LogFormatArg>, config: LogFormat) -> LogFormat {
     }
 }
 
-/// Loads the config (printing every problem on failure), then sets up logging from it and
-/// logs its warnings: the start of `run` and `check`.
+/// Loads the config with the secrets of `shard`'s apps (printing every problem on failure),
+/// then sets up logging from it and logs its warnings: the start of `run` and `check`.
 fn load_and_start_logging(
     path: &Path,
+    shard: Option<Shard>,
     cli_level: &Option<String>,
     cli_format: Option<LogFormatArg>,
 ) -> Option<config::LoadedConfig> {
-    let loaded = match config::load(path) {
+    let env = |name: &str| std::env::var(name).ok();
+    let loaded = match config::load_selected(path, &env, &|app| shard::polls(shard, app)) {
         Ok(loaded) => loaded,
         Err(e) => {
             for line in e.diagnostics() {
@@ -236,7 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config, shard } => {
             let Some(loaded) =
-                load_and_start_logging(&config.config, &cli.log_level, cli.log_format)
+                load_and_start_logging(&config.config, shard.shard, &cli.log_level, cli.log_format)
             else {
                 return Ok(ExitCode::from(1));
             };
@@ -313,7 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             shard,
         } => {
             let Some(loaded) =
-                load_and_start_logging(&config.config, &cli.log_level, cli.log_format)
+                load_and_start_logging(&config.config, shard.shard, &cli.log_level, cli.log_format)
             else {
                 return Ok(ExitCode::from(1));
             };

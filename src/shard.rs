@@ -13,14 +13,15 @@
 //!   app is only ever polled by one replica.
 //!
 //! [`Shard::apply`] narrows a validated [`Config`]; everything downstream (targets,
-//! `calldrift_targets`, the interval warning) then sees only this shard.
+//! `calldrift_targets`, the interval warning) then sees only this shard. Secrets are read
+//! for this shard's apps only ([`polls`] selects them), so a replica needs no other keys.
 
 use std::fmt;
 use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
+use crate::config::{App, Config};
 
 /// One replica's part of the targets: `index` in `0..count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +100,12 @@ impl Shard {
     pub fn rate(&self, total: u32) -> u32 {
         total.div_ceil(self.count.max(1)).max(1)
     }
+}
+
+/// Whether a replica started with `shard` (`None`: the only replica) polls `app`: the apps
+/// whose secrets it reads.
+pub fn polls(shard: Option<Shard>, app: &App) -> bool {
+    shard.is_none_or(|s| s.owns(app.sdkappid))
 }
 
 /// The shard of `sdkappid` among `count`: jump consistent hash over a SHA-256 key.

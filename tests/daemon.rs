@@ -666,9 +666,17 @@ async fn a_reload_to_a_config_without_apps_is_refused_and_the_old_targets_stay()
     let line = empty.lines().count();
     std::fs::write(&d.config_path, &empty).expect("write");
     let errors = d.reload.reload().await.expect_err("refused");
+    // FAST's timeout (1s) is not shorter than its interval (500ms): warned, and a refused
+    // reload reports its warnings with its errors.
+    let path = d.config_path.display();
     assert_eq!(
         errors,
-        [format!("{}:{line}:1: {NO_APPS}", d.config_path.display())]
+        [
+            format!(
+                "{path}:3:12: warning: poll.timeout 1s is not shorter than poll.interval 500ms: a poll may still be running when the next one is due, and that tick is skipped"
+            ),
+            format!("{path}:{line}:1: {NO_APPS}")
+        ]
     );
 
     let m = d.scrape().await;

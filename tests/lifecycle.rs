@@ -32,14 +32,6 @@ fn signal(child: &Child, name: &str) {
     assert!(status.success());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 #[tokio::test]
 async fn sigterm_exits_zero_promptly_and_leaves_a_valid_state_file_and_one_log_event_per_change() {
     let sim = Sim::start(vec![app(1, clean()), app(2, None)]).await;

@@ -1,11 +1,13 @@
 //! `--shard INDEX/COUNT` against the simulated Chat API: replicas together poll every target
-//! exactly once, each app whole in one shard, and a daemon keeps its shard across reloads.
+//! exactly once, each app whole in one shard, a daemon keeps its shard across reloads, and
+//! a replica needs only its own apps' keys.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use calldrift::shard::Shard;
 use common::*;
@@ -28,6 +30,19 @@ fn sharded_yaml(sim: &Sim, secret: impl Fn(u64) -> String) -> String {
         apps.concat(),
         base = sim.base()
     )
+}
+
+/// Writes the key file `key{id}` (mode 0600) of each app in `ids` into `dir`.
+fn write_keys(dir: &Path, ids: impl Iterator<Item = u64>) {
+    for id in ids {
+        let key = dir.join(format!("key{id}"));
+        std::fs::write(&key, key_for(id)).expect("write key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+    }
 }
 
 fn calldrift(args: &[&str], shard_env: Option<&str>) -> std::process::Output {
@@ -123,17 +138,10 @@ async fn a_sharded_daemon_counts_and_polls_only_its_targets_across_reloads() {
     let shard = Shard { index: 1, count: 3 };
     let owned: Vec<u64> = APPS.filter(|id| shard.owns(*id)).collect();
     assert!(!owned.is_empty() && owned.len() < APPS.count());
-    // Key files, not the environment: a reload reads secrets again in this process.
+    // Key files, not the environment: a reload reads secrets again in this process. Only
+    // this shard's: the other apps name key files that do not exist.
     let dir = tempfile::tempdir().expect("tempdir");
-    for id in APPS {
-        let key = dir.path().join(format!("key{id}"));
-        std::fs::write(&key, key_for(id)).expect("write key");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        }
-    }
+    write_keys(dir.path(), owned.iter().copied());
     let yaml = sharded_yaml(&sim, |id| format!("secret_key_file: key{id}"));
     let daemon = Daemon::start_sharded(dir, &yaml, Some(shard)).await;
     let want = (owned.len() * 2) as f64;
@@ -165,4 +173,102 @@ async fn a_sharded_daemon_counts_and_polls_only_its_targets_across_reloads() {
         );
     }
     daemon.stop().await;
+}
+
+#[tokio::test]
+async fn check_with_a_shard_reads_only_its_own_keys_and_validate_reads_all() {
+    let sim = Sim::start(APPS.map(|id| app(id, clean())).collect()).await;
+    for index in 0..2 {
+        let shard = Shard { index, count: 2 };
+        let owned: Vec<u64> = APPS.filter(|id| shard.owns(*id)).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_keys(dir.path(), owned.iter().copied());
+        let path = dir.path().join("c.yaml");
+        let yaml = sharded_yaml(&sim, |id| format!("secret_key_file: key{id}"));
+        std::fs::write(&path, yaml).expect("write");
+        let path = path.to_str().expect("utf8").to_owned();
+        let flag = shard.to_string();
+        let (check, validate) = tokio::task::spawn_blocking(move || {
+            (
+                calldrift(
+                    &["check", "-c", &path, "--format", "json", "--shard", &flag],
+                    None,
+                ),
+                calldrift(&["validate", "-c", &path], None),
+            )
+        })
+        .await
+        .expect("join");
+
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        assert_eq!(check.status.code(), Some(0), "shard {shard}: {stderr}");
+        let json: serde_json::Value = serde_json::from_slice(&check.stdout).expect("JSON report");
+        assert_eq!(
+            json["targets"].as_array().map(Vec::len),
+            Some(owned.len() * 2),
+            "shard {shard}"
+        );
+        // Without --shard every app's key is read, and the others' are missing.
+        let stderr = String::from_utf8_lossy(&validate.stderr);
+        assert_eq!(validate.status.code(), Some(1), "{stderr}");
+        let other = APPS
+            .clone()
+            .find(|id| !shard.owns(*id))
+            .expect("an app of the other shard");
+        assert!(
+            stderr.contains(&format!("app app{other}: cannot read secret file")),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn run_with_a_shard_starts_and_reloads_with_only_its_own_keys() {
+    let sim = Sim::start(APPS.map(|id| app(id, clean())).collect()).await;
+    let shard = Shard { index: 0, count: 2 };
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_keys(dir.path(), APPS.filter(|id| shard.owns(*id)));
+    let port = free_port();
+    let yaml = format!(
+        "listen: \"127.0.0.1:{port}\"\n{}",
+        sharded_yaml(&sim, |id| format!("secret_key_file: key{id}"))
+    );
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_calldrift"))
+        .args(["run", "-c", path.to_str().expect("utf8"), "--shard", "0/2"])
+        .env_remove("RUST_LOG")
+        .env_remove("CALLDRIFT_SHARD")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn calldrift run");
+
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ready = false;
+    while !ready && Instant::now() < deadline && child.try_wait().expect("wait").is_none() {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        ready = matches!(http().get(format!("{base}/-/ready")).send().await, Ok(r) if r.status() == 200);
+    }
+    let reload = if ready {
+        request(reqwest::Method::POST, &format!("{base}/-/reload")).await
+    } else {
+        (0, String::new())
+    };
+    if child.try_wait().expect("wait").is_none() {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(ready, "the replica never became ready: {stderr}");
+    assert_eq!(reload.0, 200, "reload: {} {stderr}", reload.1);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
 }

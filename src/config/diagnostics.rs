@@ -89,7 +89,15 @@ impl<'a> Diagnostics<'a> {
     }
 
     pub(crate) fn has_errors(&self) -> bool {
-        self.list.iter().any(|d| d.severity == Severity::Error)
+        self.error_count() > 0
+    }
+
+    /// How many errors so far, to tell whether a step added one.
+    pub(crate) fn error_count(&self) -> usize {
+        self.list
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
     }
 
     /// Every diagnostic, in the order found.

@@ -7,10 +7,12 @@
 //! files and environment variables.
 //!
 //! - `raw`: the YAML as written; `validate`: from that to [`Config`], section by section;
+//! - `nesting`: the bound on nesting depth, checked before anything else reads the text;
 //! - `diagnostics`: problems with their places; `positions`: where each key sits;
 //! - `secrets`: reading the keys the config refers to.
 
 mod diagnostics;
+mod nesting;
 pub(crate) mod positions;
 mod raw;
 mod secrets;
@@ -24,10 +26,12 @@ use std::time::Duration;
 
 pub use self::diagnostics::{Diagnostic, Severity};
 pub(crate) use self::diagnostics::{Diagnostics, decode_yaml};
+pub use self::nesting::MAX_DEPTH;
+pub(crate) use self::nesting::check_depth;
 pub use self::positions::Pos;
 use self::positions::Positions;
 use self::raw::RawConfig;
-pub use self::secrets::{Secrets, resolve_secrets};
+pub use self::secrets::{Secrets, resolve_secrets, resolve_selected_secrets};
 use crate::drift::Expected;
 use crate::secret::SecretKey;
 
@@ -197,16 +201,17 @@ impl Config {
     }
 }
 
-/// A config read, validated and with its secrets resolved, with its warnings: what `run`,
-/// `check` and `validate` start from.
+/// A config read and validated, with the secrets of the apps it was loaded for resolved,
+/// and its warnings: what `run`, `check` and `validate` start from.
 #[derive(Debug)]
 pub struct LoadedConfig {
+    /// Every app of the file, whichever were selected for their secrets.
     pub config: Config,
     pub secrets: Secrets,
     pub warnings: Vec<Diagnostic>,
 }
 
-/// Reads, parses, validates and resolves secrets: what `run`, `check` and `validate` do.
+/// Reads, parses, validates and resolves every app's secret: what `validate` does.
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     load_with_env(path, &|name| std::env::var(name).ok())
 }
@@ -216,6 +221,17 @@ pub fn load_with_env(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<LoadedConfig, ConfigError> {
+    load_selected(path, env, &|_| true)
+}
+
+/// [`load_with_env`] reading only the secrets of the apps `wanted` selects (a replica's
+/// shard), so a replica needs no other app's key. Every app is still validated, its secret
+/// source (a file or variable named) included.
+pub fn load_selected(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    wanted: &dyn Fn(&App) -> bool,
+) -> Result<LoadedConfig, ConfigError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: origin.clone(),
@@ -223,7 +239,7 @@ pub fn load_with_env(
     })?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let (config, mut warnings) = parse(&text, &origin, base_dir)?;
-    let (secrets, secret_warnings) = resolve_secrets(&config, env)?;
+    let (secrets, secret_warnings) = resolve_selected_secrets(&config, env, wanted)?;
     warnings.extend(secret_warnings);
     Ok(LoadedConfig {
         config,
@@ -233,12 +249,21 @@ pub fn load_with_env(
 }
 
 /// Parses and validates config text. Relative file paths are taken from `base_dir`.
-/// Returns the config and its warnings, or every error (with the warnings) found.
+/// Returns the config and its warnings, or every error (with the warnings) found; text
+/// nested deeper than [`MAX_DEPTH`] is refused with that one error before anything else.
 pub fn parse(
     text: &str,
     origin: &str,
     base_dir: &Path,
 ) -> Result<(Config, Vec<Diagnostic>), ConfigError> {
+    if let Err((pos, message)) = check_depth(text, "a calldrift config") {
+        return Err(ConfigError::Invalid(vec![Diagnostic {
+            severity: Severity::Error,
+            file: origin.to_owned(),
+            pos,
+            message,
+        }]));
+    }
     let positions = Positions::scan(text);
     let mut diagnostics = Diagnostics::new(origin, &positions);
 
@@ -337,6 +362,43 @@ pub(crate) mod tests {
         for junk in ["apps: [", "{{{", "- just\n- a list\n", "apps: 3", "\t\u{0}"] {
             assert!(parse_text(junk).is_err(), "{junk:?}");
         }
+    }
+
+    #[test]
+    fn a_hundred_thousand_nested_brackets_are_one_error_where_the_bound_is_crossed() {
+        // Decoding this took 43 s (quadratic in the depth); the bound stops at level 65.
+        let deep = format!("apps: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(
+            errors(&deep),
+            vec![
+                "c.yaml:1:70: nested deeper than 64 levels; a calldrift config needs fewer than 10"
+            ]
+        );
+        let unclosed = "[".repeat(100_000);
+        assert_eq!(
+            errors(&unclosed),
+            vec![
+                "c.yaml:1:65: nested deeper than 64 levels; a calldrift config needs fewer than 10"
+            ]
+        );
+    }
+
+    #[test]
+    fn nesting_at_the_bound_is_decoded_and_one_over_is_refused() {
+        // Root mapping, `apps`, then 62 more: 64 levels, decoded (and wrong for other reasons).
+        let at = format!("apps: [{}{}]\n", "[".repeat(62), "]".repeat(62));
+        let all = errors(&at);
+        assert!(
+            all.iter().all(|e| !e.contains("nested deeper")) && all[0].starts_with("c.yaml:1:8: "),
+            "{all:?}"
+        );
+        let over = format!("apps: [{}{}]\n", "[".repeat(63), "]".repeat(63));
+        assert_eq!(
+            errors(&over),
+            vec![
+                "c.yaml:1:70: nested deeper than 64 levels; a calldrift config needs fewer than 10"
+            ]
+        );
     }
 
     #[test]

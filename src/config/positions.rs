@@ -16,7 +16,8 @@ pub struct Pos {
 impl Pos {
     pub const START: Pos = Pos { line: 1, column: 1 };
 
-    fn of(span: &Span) -> Pos {
+    /// Where `span` starts.
+    pub(super) fn of(span: &Span) -> Pos {
         Pos {
             line: span.start.line(),
             column: span.start.col() + 1,

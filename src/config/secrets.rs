@@ -24,6 +24,16 @@ pub fn resolve_secrets(
     config: &Config,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Secrets, Vec<Diagnostic>), ConfigError> {
+    resolve_selected_secrets(config, env, &|_| true)
+}
+
+/// Reads the secret keys of the apps `wanted` selects; the others are neither read nor
+/// required to be readable.
+pub fn resolve_selected_secrets(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    wanted: &dyn Fn(&App) -> bool,
+) -> Result<(Secrets, Vec<Diagnostic>), ConfigError> {
     let mut secrets = BTreeMap::new();
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
@@ -33,7 +43,7 @@ pub fn resolve_secrets(
         pos: app.secret_pos,
         message,
     };
-    for app in &config.apps {
+    for app in config.apps.iter().filter(|app| wanted(app)) {
         let key = match &app.secret {
             SecretSource::Inline(key) => Ok(key.expose().to_owned()),
             SecretSource::Env(name) => env(name)
@@ -127,6 +137,27 @@ mod tests {
         assert_eq!(
             err[1],
             "c.yaml:9:21: app e: environment variable KEY_E is not set"
+        );
+    }
+
+    #[test]
+    fn only_the_selected_apps_secrets_are_read() {
+        let text = "apps:\n  - name: mine\n    sdkappid: 1\n    regions: [china]\n    secret_key_env: KEY_MINE\n  - name: theirs\n    sdkappid: 2\n    regions: [china]\n    secret_key_file: /nonexistent/theirs\n";
+        let (config, _) = parse(text, "c.yaml", Path::new("/etc")).expect("valid");
+        let env = |name: &str| (name == "KEY_MINE").then(|| "mykey".to_owned());
+        let (secrets, warnings) =
+            resolve_selected_secrets(&config, &env, &|app| app.name == "mine").expect("resolves");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(secrets.get("mine").map(SecretKey::expose), Some("mykey"));
+        assert!(secrets.get("theirs").is_none());
+        // Every app's secret is read otherwise, and the missing file is an error.
+        let err = resolve_secrets(&config, &env)
+            .expect_err("theirs is missing")
+            .diagnostics();
+        assert_eq!(err.len(), 1);
+        assert!(
+            err[0].starts_with("c.yaml:9:22: app theirs: cannot read secret file"),
+            "{err:?}"
         );
     }
 }

@@ -2,7 +2,7 @@
 //! state file and its client's certificates are read and checked on the blocking pool
 //! (file IO never runs on the daemon's one runtime thread); only a fully valid result
 //! replaces the running one. The shard is applied again, so a reload never widens a
-//! replica to every target.
+//! replica to every target, and only its apps' secrets are read again.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use crate::clock::Clock;
 use crate::config::{self, Config, LoadedConfig};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
-use crate::shard::Shard;
+use crate::shard::{self, Shard};
 use crate::state;
 use crate::tencent::{self, Client, ClientError, ClientSettings, Resolver, Target};
 use crate::web::{self, WebConfig};
@@ -66,7 +66,10 @@ impl Inputs {
 
 /// Reads and checks everything a reload needs; blocking (file IO, certificate parsing).
 pub(super) fn prepare(inputs: Inputs) -> Result<Prepared, Vec<String>> {
-    let mut loaded = config::load(&inputs.path).map_err(|e| e.diagnostics())?;
+    let env = |name: &str| std::env::var(name).ok();
+    let mut loaded =
+        config::load_selected(&inputs.path, &env, &|app| shard::polls(inputs.shard, app))
+            .map_err(|e| e.diagnostics())?;
     if let Some(shard) = inputs.shard {
         shard.apply(&mut loaded.config);
     }

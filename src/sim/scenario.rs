@@ -134,6 +134,15 @@ fn at(origin: &str, line: Option<usize>, column: Option<usize>, message: &str) -
 impl Scenario {
     /// Parses and validates a scenario; `origin` (usually the file name) prefixes errors.
     pub fn from_yaml_str(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+        // Before decoding, whose time grows with the square of the nesting depth.
+        crate::config::check_depth(text, "a scenario").map_err(|(pos, message)| {
+            ScenarioError::Parse {
+                origin: origin.to_owned(),
+                line: Some(pos.line),
+                column: Some(pos.column),
+                message,
+            }
+        })?;
         let scenario: Scenario = yaml_serde::from_str(text).map_err(|e| {
             let location = e.location();
             let mut message = e.to_string();
@@ -216,6 +225,18 @@ mod tests {
     use super::*;
     use crate::sim::faults::FaultKind;
     use crate::sim::harness::{END, START};
+
+    #[test]
+    fn deep_nesting_is_refused_before_decoding() {
+        let deep = format!("apps:\n{}\n", "- ".repeat(100_000));
+        let err = Scenario::from_yaml_str(&deep, "s.yaml")
+            .expect_err("too deep")
+            .to_string();
+        assert_eq!(
+            err,
+            "s.yaml:2:127: nested deeper than 64 levels; a scenario needs fewer than 10"
+        );
+    }
 
     #[test]
     fn scenario_typos_name_line_and_column() {

@@ -153,12 +153,21 @@ pub fn load_optional(path: Option<&Path>) -> Result<(WebConfig, Vec<Diagnostic>)
     }
 }
 
-/// Parses and validates web config text, reading the files it names.
+/// Parses and validates web config text, reading the files it names; text nested deeper
+/// than [`crate::config::MAX_DEPTH`] is refused before anything else reads it.
 pub fn parse(
     text: &str,
     origin: &str,
     base_dir: &Path,
 ) -> Result<(WebConfig, Vec<Diagnostic>), WebConfigError> {
+    if let Err((pos, message)) = crate::config::check_depth(text, "a calldrift config") {
+        return Err(WebConfigError::Invalid(vec![Diagnostic {
+            severity: Severity::Error,
+            file: origin.to_owned(),
+            pos,
+            message,
+        }]));
+    }
     let positions = Positions::scan(text);
     let mut report = Diagnostics::new(origin, &positions);
     // Option: a file of comments only is an empty document, which means defaults.
@@ -317,6 +326,19 @@ mod tests {
 
     fn hash(password: &str) -> String {
         bcrypt::hash(password, 4).expect("bcrypt hash")
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_decoding() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let deep = format!("basic_auth_users: {}\n", "{a: ".repeat(100_000));
+        // The 64th `{` (the 65th level) starts at 19 + 4 * 63.
+        assert_eq!(
+            errors(dir.path(), &deep),
+            vec![
+                "web.yml:1:271: nested deeper than 64 levels; a calldrift config needs fewer than 10"
+            ]
+        );
     }
 
     #[test]

@@ -160,10 +160,20 @@ pub fn test_env(name: &str) -> Option<String> {
 
 /// Writes `yaml` to a file in `dir` and loads it as `run` would.
 pub fn load_config(dir: &Path, yaml: &str) -> (PathBuf, config::LoadedConfig) {
+    load_config_for(dir, yaml, None)
+}
+
+/// [`load_config`] as `run --shard` would: only the secrets of `shard`'s apps are read.
+pub fn load_config_for(
+    dir: &Path,
+    yaml: &str,
+    shard: Option<calldrift::shard::Shard>,
+) -> (PathBuf, config::LoadedConfig) {
     let path = dir.join("calldrift.yaml");
     std::fs::write(&path, yaml).expect("write config");
-    let loaded = config::load_with_env(&path, &test_env)
-        .unwrap_or_else(|e| panic!("config invalid:\n{e}\n{yaml}"));
+    let loaded =
+        config::load_selected(&path, &test_env, &|app| calldrift::shard::polls(shard, app))
+            .unwrap_or_else(|e| panic!("config invalid:\n{e}\n{yaml}"));
     (path, loaded)
 }
 
@@ -213,7 +223,7 @@ impl Daemon {
         resolver: Option<Resolver>,
         shard: Option<calldrift::shard::Shard>,
     ) -> Daemon {
-        let (config_path, loaded) = load_config(dir.path(), yaml);
+        let (config_path, loaded) = load_config_for(dir.path(), yaml, shard);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind daemon");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
@@ -270,6 +280,15 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A loopback port that was free a moment ago, for a daemon run as a process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A plain HTTP GET; returns status and body.

@@ -1,4 +1,5 @@
-//! `poll:` and `rate_limit:`, and whether the interval can be met at that rate.
+//! `poll:` and `rate_limit:`, whether a poll ends before the next is due, and whether the
+//! interval can be met at that rate.
 
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ pub fn default_in_flight(per_second: u32, timeout: Duration) -> usize {
 
 /// `poll:`, every key defaulted; `max_concurrency` from the rate and the timeout unless set.
 pub(super) fn poll(raw: RawPoll, rate: &RateLimit, diagnostics: &mut Diagnostics) -> Poll {
+    let errors_before = diagnostics.error_count();
+    let timeout_written = raw.timeout.is_some();
     let poll = Poll {
         interval: duration(
             diagnostics,
@@ -50,6 +53,10 @@ pub(super) fn poll(raw: RawPoll, rate: &RateLimit, diagnostics: &mut Diagnostics
         },
         ..poll
     };
+    // A duration in error stands in as its default; comparing that would mislead.
+    if diagnostics.error_count() == errors_before {
+        warn_if_timeout_not_shorter(&poll, timeout_written, diagnostics);
+    }
     if poll.retries > 10 {
         diagnostics.error(
             "poll.retries",
@@ -88,6 +95,27 @@ fn warn_if_in_flight_too_low(
             rate.per_second,
             humantime::format_duration(round_trip),
             humantime::format_duration(poll.timeout),
+        ),
+    );
+}
+
+/// Warns when `poll.timeout` is not shorter than `poll.interval`: a poll can still be
+/// running when the target's next one is due, and that tick is skipped.
+fn warn_if_timeout_not_shorter(poll: &Poll, timeout_written: bool, diagnostics: &mut Diagnostics) {
+    if poll.timeout < poll.interval {
+        return;
+    }
+    let default = if timeout_written {
+        ""
+    } else {
+        " (the default)"
+    };
+    diagnostics.warning(
+        "poll.timeout",
+        format!(
+            "poll.timeout {}{default} is not shorter than poll.interval {}: a poll may still be running when the next one is due, and that tick is skipped",
+            humantime::format_duration(poll.timeout),
+            humantime::format_duration(poll.interval),
         ),
     );
 }
@@ -144,7 +172,48 @@ mod tests {
     use std::time::Duration;
 
     use super::default_in_flight;
-    use crate::config::tests::parse_text;
+    use crate::config::tests::{APP, errors, parse_text};
+
+    /// The warnings of `poll` (the lines under `poll:`) with one valid app, as printed.
+    fn poll_warnings(poll: &str) -> Vec<String> {
+        let text = format!("poll:\n{poll}{APP}");
+        let (_, warnings) = parse_text(&text).expect("warnings only");
+        warnings.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_timeout_not_shorter_than_the_interval_is_a_warning_at_the_timeout() {
+        let skipped =
+            "a poll may still be running when the next one is due, and that tick is skipped";
+        assert_eq!(
+            poll_warnings("  interval: 10s\n  timeout: 10s\n"),
+            vec![format!(
+                "c.yaml:3:12: warning: poll.timeout 10s is not shorter than poll.interval 10s: {skipped}"
+            )]
+        );
+        assert_eq!(
+            poll_warnings("  timeout: 2m\n  interval: 1m\n"),
+            vec![format!(
+                "c.yaml:2:12: warning: poll.timeout 2m is not shorter than poll.interval 1m: {skipped}"
+            )]
+        );
+        // Not written, the default 5s is compared, and the warning sits where `poll:` starts.
+        assert_eq!(
+            poll_warnings("  interval: 5s\n"),
+            vec![format!(
+                "c.yaml:2:3: warning: poll.timeout 5s (the default) is not shorter than poll.interval 5s: {skipped}"
+            )]
+        );
+        assert!(poll_warnings("  interval: 10s\n  timeout: 9s\n").is_empty());
+        assert!(poll_warnings("  interval: 5s\n  timeout: 4999ms\n").is_empty());
+    }
+
+    #[test]
+    fn no_timeout_warning_beside_an_invalid_duration() {
+        // The invalid interval stands in as 60s; comparing 90s with it would mislead.
+        let all = errors("poll:\n  interval: soon\n  timeout: 90s\n");
+        assert!(all.iter().all(|e| !e.contains("not shorter")), "{all:?}");
+    }
 
     #[test]
     fn the_default_in_flight_bound_follows_rate_and_timeout() {
