@@ -1,0 +1,206 @@
+//! The one-shot commands: `check`, `validate`, `snapshot` and `usersig`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self};
+use crate::secret::SecretKey;
+use crate::tencent::usersig;
+use crate::web;
+
+use super::logging::{init_logging, load_and_start_logging, log_format};
+use super::{ConfigArg, LogFormatArg, ReportFormat, ShardArg, runtime};
+
+/// `calldrift check`: one pass, the report, and 0/2/1 for clean/drift/error.
+pub(super) fn check(
+    config: ConfigArg,
+    format: ReportFormat,
+    apps: Vec<String>,
+    shard: ShardArg,
+    cli_level: &Option<String>,
+    cli_format: Option<LogFormatArg>,
+) -> anyhow::Result<ExitCode> {
+    let Some(loaded) = load_and_start_logging(&config.config, shard.shard, cli_level, cli_format)
+    else {
+        return Ok(ExitCode::from(1));
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let selection = crate::check::Selection {
+        apps,
+        shard: shard.shard,
+    };
+    let report = runtime()?.block_on(crate::check::run_selected(
+        &loaded.config,
+        &loaded.secrets,
+        &selection,
+        clock,
+    ))?;
+    match format {
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ReportFormat::Text => print!("{}", report.to_text()),
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+/// `calldrift usersig`: a UserSig for manual requests; the key never comes from an argument.
+pub(super) fn usersig(
+    sdkappid: u64,
+    identifier: &str,
+    expire: Duration,
+    key_file: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let key = read_key(key_file)?;
+    let sig = usersig::mint(
+        &key,
+        sdkappid,
+        identifier,
+        SystemClock.unix_secs(),
+        expire.as_secs(),
+    );
+    println!("{}", sig.expose());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `calldrift snapshot`: reads the config text once, so the file rewritten is the one the
+/// targets were read from.
+pub(super) fn snapshot(
+    path: &Path,
+    output: Option<&Path>,
+    log_level: Option<&str>,
+    format: Option<LogFormatArg>,
+) -> anyhow::Result<ExitCode> {
+    let origin = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{origin}: cannot read config: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    // As config::load does it, so the same relative paths result.
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let parsed = config::parse(&text, &origin, base_dir).and_then(|(config, mut warnings)| {
+        let (secrets, more) = config::resolve_secrets(&config, &|name| std::env::var(name).ok())?;
+        warnings.extend(more);
+        Ok((config, secrets, warnings))
+    });
+    let (config, secrets, warnings) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            for line in e.diagnostics() {
+                eprintln!("{line}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    init_logging(
+        log_level,
+        &config.log_level,
+        log_format(format, config.log_format),
+    );
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    // Relative paths in the snapshot resolve from where it is written.
+    let out_dir = match output {
+        None => base_dir.to_owned(),
+        Some(out) => {
+            let dir = match out.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            let same = |a: &Path, b: &Path| {
+                let here = Path::new(".");
+                let a = if a.as_os_str().is_empty() { here } else { a };
+                let b = if b.as_os_str().is_empty() { here } else { b };
+                matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+            };
+            if same(dir, base_dir) {
+                base_dir.to_owned()
+            } else {
+                dir.canonicalize().with_context(|| {
+                    format!("snapshot: cannot write {}: its directory", out.display())
+                })?
+            }
+        }
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let snapshot = runtime()?.block_on(crate::snapshot::take(
+        &text, &config, &secrets, &out_dir, clock,
+    ))?;
+    match output {
+        Some(out) => {
+            crate::snapshot::write(out, &snapshot)?;
+            let kept = if snapshot.comments_kept {
+                "comments kept"
+            } else {
+                "rewritten from its data: comments are gone"
+            };
+            eprintln!(
+                "{}: snapshot of {} apps ({} targets) written from {origin}; {kept}",
+                out.display(),
+                snapshot.apps.len(),
+                config.target_count()
+            );
+        }
+        None => print!("{}", snapshot.text),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+pub(super) fn validate(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("{warning}");
+            }
+            match web::load_optional(loaded.config.web_config_file.as_deref()) {
+                Ok((_, warnings)) => {
+                    for warning in &warnings {
+                        eprintln!("{warning}");
+                    }
+                }
+                Err(e) => {
+                    for line in e.diagnostics() {
+                        eprintln!("{line}");
+                    }
+                    return ExitCode::from(1);
+                }
+            }
+            // `run` refuses to start without a writable state file; say so now.
+            if let Some(state_file) = &loaded.config.state_file {
+                if let Err(e) = crate::state::check_writable(state_file) {
+                    eprintln!("{}: state_file: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+            }
+            println!(
+                "{}: valid ({} apps, {} targets)",
+                path.display(),
+                loaded.config.apps.len(),
+                loaded.config.target_count()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in e.diagnostics() {
+                eprintln!("{line}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+fn read_key(key_file: Option<&Path>) -> anyhow::Result<SecretKey> {
+    let key = match key_file {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read key file {}", path.display()))?,
+        None => std::env::var("CALLDRIFT_SECRET_KEY")
+            .context("no key: set $CALLDRIFT_SECRET_KEY or pass --key-file (never the key itself as an argument)")?,
+    };
+    let key = key.trim();
+    anyhow::ensure!(!key.is_empty(), "the secret key is empty");
+    Ok(SecretKey::new(key))
+}

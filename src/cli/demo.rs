@@ -1,0 +1,86 @@
+//! `calldrift demo`: the simulator's example story and the daemon against it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SystemClock;
+use crate::config::{self};
+use crate::daemon::{self};
+use crate::sim::{Scenario, Simulator};
+
+use super::serve::{bind, cancel_on_signal};
+
+/// Names the demo gives the apps of the example scenario, in order.
+const DEMO_NAMES: [&str; 4] = ["clean", "plain-http", "missing", "rotating"];
+pub(super) async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
+    let scenario = Scenario::example()?;
+    let sim_listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let sim_addr = sim_listener.local_addr()?;
+    let listener = bind(listen).await?;
+    let listen = listener.local_addr()?;
+
+    let mut yaml = format!(
+        "listen: \"{listen}\"\npoll:\n  interval: 5s\nregions:\n  sim: \"http://{sim_addr}\"\napps:\n"
+    );
+    for (index, app) in scenario.apps.iter().enumerate() {
+        let name = DEMO_NAMES
+            .get(index)
+            .map_or_else(|| format!("app-{index}"), |n| (*n).to_owned());
+        let admin = app.admins.first().map_or("administrator", String::as_str);
+        yaml.push_str(&format!(
+            "  - name: {name}\n    sdkappid: {}\n    regions: [sim]\n    identifier: {admin}\n    secret_key: \"{}\"\n",
+            app.sdkappid, app.key
+        ));
+    }
+    let (config, _) = config::parse(&yaml, "demo", Path::new("."))
+        .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    let (secrets, _) = config::resolve_secrets(&config, &|_| None)
+        .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+
+    let shutdown = CancellationToken::new();
+    let simulator = Simulator::new(scenario, Arc::new(SystemClock));
+    let sim_shutdown = shutdown.clone();
+    let sim_task = tokio::spawn(async move { simulator.run(sim_listener, sim_shutdown).await });
+    println!(
+        "calldrift demo: a simulated Chat API on http://{sim_addr} tells a story of four apps:"
+    );
+    println!("  clean (https, both commands), plain-http (http:// URL), missing (no config),");
+    println!("  rotating (its commands change every 30 s). calldrift polls each every 5 s.");
+    println!();
+    println!("  landing page   http://{listen}/");
+    println!("  metrics        http://{listen}/metrics");
+    println!("  JSON           http://{listen}/api/v1/targets");
+    println!();
+    println!(
+        "  curl -s http://{listen}/metrics | grep -E '^calldrift_(drift|up|callback_config_changes_total)'"
+    );
+    println!();
+    println!("Ctrl-C stops it.");
+    let (handle, inbox) = daemon::reload_channel();
+    tokio::spawn(cancel_on_signal(shutdown.clone(), Some(handle)));
+    let options = daemon::Options {
+        loaded: config::LoadedConfig {
+            config,
+            secrets,
+            warnings: Vec::new(),
+        },
+        config_path: None,
+        resolver: None,
+        shard: None,
+    };
+    let result = daemon::run(
+        options,
+        listener,
+        Arc::new(SystemClock),
+        shutdown.clone(),
+        inbox,
+    )
+    .await;
+    shutdown.cancel();
+    let _ = sim_task.await;
+    result?;
+    Ok(())
+}
