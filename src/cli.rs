@@ -291,8 +291,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if !listen.ip().is_loopback() {
                     tracing::warn!(%listen, "the simulator is reachable from other hosts; it has no authentication");
                 }
-                let simulator = Simulator::new(scenario, Arc::new(SystemClock));
-                println!("simulated Chat API listening on http://{}", listener.local_addr()?);
+                let simulator = Simulator::new(scenario, Arc::new(SystemClock))?;
+                let scheme = if simulator.is_tls() { "https" } else { "http" };
+                println!("simulated Chat API listening on {scheme}://{}", listener.local_addr()?);
+                if let Some(ca) = simulator.ca_file() {
+                    println!("its CA certificate (a config's ca_file): {}", ca.display());
+                }
                 let shutdown = CancellationToken::new();
                 tokio::spawn(cancel_on_signal(shutdown.clone(), None));
                 simulator.run(listener, shutdown).await.context("simulator")
@@ -434,7 +438,7 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
 
     let shutdown = CancellationToken::new();
-    let simulator = Simulator::new(scenario, Arc::new(SystemClock));
+    let simulator = Simulator::new(scenario, Arc::new(SystemClock))?;
     let sim_shutdown = shutdown.clone();
     let sim_task = tokio::spawn(async move { simulator.run(sim_listener, sim_shutdown).await });
     println!(
