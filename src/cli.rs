@@ -118,6 +118,8 @@ pub enum Command {
         /// Where to listen; loopback unless you ask otherwise.
         #[arg(long, default_value = "127.0.0.1:18080")]
         listen: SocketAddr,
+        #[command(flatten)]
+        gateway: crate::sim::GatewayFlags,
     },
     /// Print a UserSig for manual debugging; the key comes from $CALLDRIFT_SECRET_KEY or --key-file.
     Usersig {
@@ -279,13 +281,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(demo(listen))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Simulate { scenario, listen } => {
+        Command::Simulate {
+            scenario,
+            listen,
+            gateway,
+        } => {
             init_logging(
                 cli.log_level.as_deref(),
                 "info",
                 log_format(cli.log_format, LogFormat::Text),
             );
-            let scenario = Scenario::load(&scenario)?;
+            let origin = scenario.display().to_string();
+            let mut scenario = Scenario::load(&scenario)?;
+            gateway
+                .apply(&mut scenario)
+                .map_err(|e| anyhow::anyhow!("{origin} with the flags given: {e}"))?;
             runtime()?.block_on(async move {
                 let listener = bind(listen).await?;
                 if !listen.ip().is_loopback() {

@@ -70,6 +70,7 @@
 //! - `latency`: answer latency and its jitter.
 //! - `tls`: the generated or given certificate, and the CA file.
 //! - `connection`: one connection: closing after answers or when idle, resets.
+//! - `flags`: the `simulate` flags that override the scenario's latency, TLS, closing.
 //! - `state`: what requests read and change: apps, configurations, fault rules, counters.
 //! - `api`: the `/v4/` handlers: parsing, UserSig, ErrorCodes, commands, envelopes.
 //! - `faults`: fault rules, which one a request meets, and what each kind does.
@@ -84,6 +85,7 @@ mod api;
 mod connection;
 mod control;
 mod faults;
+mod flags;
 #[cfg(test)]
 mod harness;
 mod http;
@@ -105,6 +107,7 @@ use crate::clock::Clock;
 pub use self::api::PER_APP_LIMIT;
 pub use self::connection::Connections;
 pub use self::faults::{FaultKind, FaultRule};
+pub use self::flags::GatewayFlags;
 use self::latency::LatencyPlan;
 pub use self::latency::{Distribution, Latency};
 pub use self::scenario::{
