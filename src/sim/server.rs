@@ -79,10 +79,12 @@ impl Simulator {
     /// Completes the TLS handshake when the simulator serves TLS, then serves HTTP.
     async fn accept_connection(self, stream: TcpStream, shutdown: CancellationToken) {
         let reset = Arc::new(AtomicBool::new(false));
-        let conn = Connection::new(shutdown.clone(), reset.clone(), self.inner.connections);
-        let io = SimIo { stream, reset };
+        let io = SimIo {
+            stream,
+            reset: reset.clone(),
+        };
         let Some(tls) = &self.inner.tls else {
-            return self.serve_connection(io, conn).await;
+            return self.serve_connection(io, reset, shutdown).await;
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
         let handshake = tokio::select! {
@@ -92,7 +94,7 @@ impl Simulator {
         match handshake {
             Ok(Ok(stream)) => {
                 self.record_tls_handshake();
-                self.serve_connection(stream, conn).await;
+                self.serve_connection(stream, reset, shutdown).await;
             }
             Ok(Err(e)) => tracing::debug!(error = %e, "simulator TLS handshake failed"),
             Err(_) => tracing::debug!("simulator TLS handshake timed out"),
@@ -101,11 +103,12 @@ impl Simulator {
 
     /// Serves HTTP/1.1 until the client closes, the connection idles past its timeout,
     /// or shutdown (after a grace period for requests in progress).
-    async fn serve_connection<I>(self, io: I, conn: Connection)
+    async fn serve_connection<I>(self, io: I, reset: Arc<AtomicBool>, shutdown: CancellationToken)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let shutdown = conn.shutdown.clone();
+        // Idle from here: a TLS handshake is no idleness.
+        let conn = Connection::new(shutdown.clone(), reset, self.inner.connections);
         let idle = conn.clone();
         let sim = self.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
