@@ -546,6 +546,23 @@ latency: {fixed: 1s, spread: 2ms}
             assert!(app.key.bytes().all(|b| b.is_ascii_hexdigit()));
             assert_eq!(app.admins, vec!["administrator"]);
         }
+        // Every commented-out gateway key parses too, and none is in force.
+        assert_eq!(scenario.latency, None);
+        assert_eq!(scenario.tls, None);
+        assert_eq!(scenario.connections, Connections::default());
+        let keys: String = EXAMPLE_SCENARIO
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                ["latency:", "tls:", "connections:"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let far = Scenario::from_yaml_str(&format!("apps: []\n{keys}"), "example").unwrap();
+        assert!(far.latency.is_some() && far.tls.is_some());
+        assert_eq!(far.connections.close_after, Some(100));
         // Every commented-out fault example parses too.
         let (head, tail) = EXAMPLE_SCENARIO.split_once("faults: []").unwrap();
         let uncommented: String = tail
