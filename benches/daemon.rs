@@ -45,6 +45,7 @@ async fn start_sim(apps: u64) -> Sim {
                 &["Call.CallbackAfterStartCall", "Call.CallbackAfterEndCall"],
             )),
             rotate: None,
+            latency: None,
         })
         .collect();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -52,10 +53,11 @@ async fn start_sim(apps: u64) -> Sim {
     let sim = Simulator::new(
         Scenario {
             apps,
-            faults: Vec::new(),
+            ..Scenario::default()
         },
         Arc::new(SystemClock),
-    );
+    )
+    .expect("simulator");
     let stop = CancellationToken::new();
     let (runner, token) = (sim.clone(), stop.clone());
     tokio::spawn(async move { runner.run(listener, token).await });

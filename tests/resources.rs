@@ -311,7 +311,7 @@ async fn sigkill_during_heavy_change_activity_never_leaves_an_unreadable_state_f
         .collect();
     let sim = Sim::start_with(Scenario {
         apps,
-        faults: Vec::new(),
+        ..Scenario::default()
     })
     .await;
     let dir = tempfile::tempdir().expect("tempdir");

@@ -41,7 +41,7 @@ pub(super) async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
 
     let shutdown = CancellationToken::new();
-    let simulator = Simulator::new(scenario, Arc::new(SystemClock));
+    let simulator = Simulator::new(scenario, Arc::new(SystemClock))?;
     let sim_shutdown = shutdown.clone();
     let sim_task = tokio::spawn(async move { simulator.run(sim_listener, sim_shutdown).await });
     println!(

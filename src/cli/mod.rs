@@ -112,6 +112,8 @@ pub enum Command {
         /// Where to listen; loopback unless you ask otherwise.
         #[arg(long, default_value = "127.0.0.1:18080")]
         listen: SocketAddr,
+        #[command(flatten)]
+        gateway: crate::sim::GatewayFlags,
     },
     /// Print a UserSig for manual debugging; the key comes from $CALLDRIFT_SECRET_KEY or --key-file.
     Usersig {
@@ -178,9 +180,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(demo::demo(listen))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Simulate { scenario, listen } => {
-            serve::simulate(&scenario, listen, level.as_deref(), format)
-        }
+        Command::Simulate {
+            scenario,
+            listen,
+            gateway,
+        } => serve::simulate(&scenario, listen, gateway, level.as_deref(), format),
         Command::Validate { config } => Ok(commands::validate(&config.config)),
         Command::Snapshot { config, output } => {
             commands::snapshot(&config.config, output.as_deref(), level.as_deref(), format)

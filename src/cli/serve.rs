@@ -65,18 +65,27 @@ pub(super) fn run_daemon(
 pub(super) fn simulate(
     scenario: &Path,
     listen: SocketAddr,
+    gateway: crate::sim::GatewayFlags,
     cli_level: Option<&str>,
     cli_format: Option<LogFormatArg>,
 ) -> anyhow::Result<ExitCode> {
     init_logging(cli_level, "info", log_format(cli_format, LogFormat::Text));
-    let scenario = Scenario::load(scenario)?;
+    let origin = scenario.display().to_string();
+    let mut scenario = Scenario::load(scenario)?;
+    gateway
+        .apply(&mut scenario)
+        .map_err(|e| anyhow::anyhow!("{origin} with the flags given: {e}"))?;
     runtime()?.block_on(async move {
         let listener = bind(listen).await?;
         if !listen.ip().is_loopback() {
             tracing::warn!(%listen, "the simulator is reachable from other hosts; it has no authentication");
         }
-        let simulator = Simulator::new(scenario, Arc::new(SystemClock));
-        println!("simulated Chat API listening on http://{}", listener.local_addr()?);
+        let simulator = Simulator::new(scenario, Arc::new(SystemClock))?;
+        let scheme = if simulator.is_tls() { "https" } else { "http" };
+        println!("simulated Chat API listening on {scheme}://{}", listener.local_addr()?);
+        if let Some(ca) = simulator.ca_file() {
+            println!("its CA certificate (a config's ca_file): {}", ca.display());
+        }
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone(), None));
         simulator.run(listener, shutdown).await.context("simulator")

@@ -10,17 +10,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use super::Simulator;
+use super::connection::Connection;
 use super::faults::{self, FaultKind};
 use super::http::{Body, ConnAbort, json_response, read_body};
 use super::scenario::CallbackConfig;
-use super::server::Connection;
 use super::state::ConfigState;
 use crate::tencent::usersig;
 
 /// Requests per app in any 1-second window above which the gateway answers 60011.
 pub const PER_APP_LIMIT: u64 = 200;
 
-const MAX_API_BODY: usize = 64 * 1024;
+pub(super) const MAX_API_BODY: usize = 64 * 1024;
 
 /// How a path's JSON body becomes its command.
 type ParseCommand = fn(&JsonObject) -> Result<Command, Reject>;
@@ -99,7 +99,7 @@ pub(super) fn parse_digits<T: std::str::FromStr>(s: &str) -> Option<T> {
 }
 
 /// The first `sdkappid` parameter as a number, for statistics before the strict checks.
-fn lenient_sdkappid(query: &str) -> Option<u64> {
+pub(super) fn lenient_sdkappid(query: &str) -> Option<u64> {
     url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "sdkappid")
         .and_then(|(_, v)| parse_digits(&v))

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Simulator;
 use super::api::{ApiRequest, Command, envelope, error_info};
+use super::connection::Connection;
 use super::http::{Body, ConnAbort, html, json_response};
 use super::scenario::CallbackConfig;
-use super::server::Connection;
 
 /// Padding of an oversized answer: past the 1 MiB the client accepts.
 const OVERSIZED_PADDING: usize = 2 * 1024 * 1024;

@@ -39,6 +39,7 @@ pub(super) fn app(sdkappid: u64, key: &str, callback: Option<CallbackConfig>) ->
         users: vec!["alice".to_owned()],
         callback,
         rotate: None,
+        latency: None,
     }
 }
 
@@ -48,7 +49,7 @@ pub(super) fn scenario() -> Scenario {
             app(CLEAN, KEY1, Some(clean_config())),
             app(BARE, KEY3, None),
         ],
-        faults: vec![],
+        ..Scenario::default()
     }
 }
 
@@ -63,7 +64,7 @@ impl Server {
     pub(super) async fn start(scenario: Scenario) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let sim = Simulator::new(scenario, Arc::new(FixedClock::at_unix(NOW)));
+        let sim = Simulator::new(scenario, Arc::new(FixedClock::at_unix(NOW))).unwrap();
         let token = CancellationToken::new();
         let task = tokio::spawn({
             let sim = sim.clone();
@@ -92,6 +93,8 @@ pub(super) struct Resp {
     pub(super) status: StatusCode,
     pub(super) content_type: String,
     pub(super) content_length: Option<String>,
+    /// The `Connection` header, if any.
+    pub(super) connection: Option<String>,
     pub(super) body: Bytes,
 }
 
@@ -106,7 +109,7 @@ impl Resp {
     }
 }
 
-pub(super) struct Conn(hyper::client::conn::http1::SendRequest<Full<Bytes>>);
+pub(super) struct Conn(pub(super) hyper::client::conn::http1::SendRequest<Full<Bytes>>);
 
 impl Conn {
     pub(super) async fn open(addr: SocketAddr) -> Conn {
@@ -138,11 +141,13 @@ impl Conn {
         };
         let content_type = header(CONTENT_TYPE).unwrap_or_default();
         let content_length = header(hyper::header::CONTENT_LENGTH);
+        let connection = header(hyper::header::CONNECTION);
         let body = resp.into_body().collect().await?.to_bytes();
         Ok(Resp {
             status,
             content_type,
             content_length,
+            connection,
             body,
         })
     }

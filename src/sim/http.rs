@@ -20,6 +20,8 @@ pub(super) enum ConnAbort {
     Reset,
     #[error("simulator shutting down")]
     Shutdown,
+    #[error("connection closed after its last answer")]
+    Closed,
     #[error("reading the request body: {0}")]
     Body(Box<dyn std::error::Error + Send + Sync>),
 }

@@ -54,9 +54,23 @@
 //! An app with [`Rotate`] shows `configs[(elapsed / every) % len]`, where `elapsed` is
 //! real (monotonic) time since [`Simulator::new`], not the [`Clock`].
 //!
+//! # Distance
+//!
+//! What a gateway far away behind a load balancer does, each off by default: every `/v4/`
+//! answer waits a [`Latency`] (its app's own, else the scenario's; on its own timer, so
+//! other requests go on); [`TlsSettings`] serve HTTPS only, with a certificate generated
+//! at start (its CA written to [`Simulator::ca_file`]) or given; [`Connections`] close a
+//! connection after some `/v4/` answers or when idle. `/__sim/*` never waits and never
+//! counts towards closing. `/__sim/stats` counts connections accepted and TLS handshakes
+//! completed.
+//!
 //! # Layout
 //!
 //! - `scenario`: the scenario file: apps, configurations, rotations; parsing, validation.
+//! - `latency`: answer latency and its jitter.
+//! - `tls`: the generated or given certificate, and the CA file.
+//! - `connection`: one connection: closing after answers or when idle, resets.
+//! - `flags`: the `simulate` flags that override the scenario's latency, TLS, closing.
 //! - `state`: what requests read and change: apps, configurations, fault rules, counters.
 //! - `api`: the `/v4/` handlers: parsing, UserSig, ErrorCodes, commands, envelopes.
 //! - `faults`: fault rules, which one a request meets, and what each kind does.
@@ -68,17 +82,22 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod api;
+mod connection;
 mod control;
 mod faults;
+mod flags;
 #[cfg(test)]
 mod harness;
 mod http;
+mod latency;
 mod scenario;
 mod server;
 mod state;
 mod stats;
+mod tls;
 
 use std::fmt;
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -86,12 +105,18 @@ use std::time::Instant;
 use crate::clock::Clock;
 
 pub use self::api::PER_APP_LIMIT;
+pub use self::connection::Connections;
 pub use self::faults::{FaultKind, FaultRule};
+pub use self::flags::GatewayFlags;
+use self::latency::LatencyPlan;
+pub use self::latency::{Distribution, Latency};
 pub use self::scenario::{
     CallbackConfig, EXAMPLE_SCENARIO, Rotate, Scenario, ScenarioError, SimApp,
 };
 use self::state::{ConfigState, State};
 pub use self::stats::{AppStats, SimStats};
+use self::tls::ServerTls;
+pub use self::tls::{TlsError, TlsSettings};
 
 /// The simulated gateway. Cheap to clone; clones share state.
 #[derive(Clone)]
@@ -104,6 +129,9 @@ struct Inner {
     started: Instant,
     seq: AtomicU64,
     state: Mutex<State>,
+    latency: LatencyPlan,
+    connections: Connections,
+    tls: Option<ServerTls>,
 }
 
 impl fmt::Debug for Simulator {
@@ -114,17 +142,35 @@ impl fmt::Debug for Simulator {
 }
 
 impl Simulator {
-    /// A simulator serving `scenario`; UserSigs are checked at `clock`'s time.
-    pub fn new(scenario: Scenario, clock: Arc<dyn Clock>) -> Simulator {
+    /// A simulator serving `scenario`; UserSigs are checked at `clock`'s time. With
+    /// `tls`, the certificate is generated (and its CA written) or read here.
+    pub fn new(scenario: Scenario, clock: Arc<dyn Clock>) -> Result<Simulator, TlsError> {
+        let tls = scenario.tls.as_ref().map(ServerTls::prepare).transpose()?;
+        let latency = LatencyPlan::new(&scenario);
+        let connections = scenario.connections;
         let state = State::new(scenario);
-        Simulator {
+        Ok(Simulator {
             inner: Arc::new(Inner {
                 clock,
                 started: Instant::now(),
                 seq: AtomicU64::new(1),
                 state: Mutex::new(state),
+                latency,
+                connections,
+                tls,
             }),
-        }
+        })
+    }
+
+    /// Whether it serves HTTPS (and only HTTPS).
+    pub fn is_tls(&self) -> bool {
+        self.inner.tls.is_some()
+    }
+
+    /// The file holding the generated CA certificate (PEM), for a client's `ca_file`.
+    pub fn ca_file(&self) -> Option<&Path> {
+        let ca_file = self.inner.tls.as_ref()?.ca_file.as_ref()?;
+        Some(&ca_file.path)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

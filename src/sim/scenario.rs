@@ -1,5 +1,6 @@
 //! The scenario file: apps with their keys, accounts and configurations (fixed or
-//! rotating), and the initial fault rules; parsing with positions, and validation.
+//! rotating), the initial fault rules, and how far away the gateway seems (latency, TLS,
+//! connection closing); parsing with positions, and validation.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -8,18 +9,31 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::connection::Connections;
 use super::faults::FaultRule;
+use super::latency::Latency;
+use super::tls::TlsSettings;
 
 /// The scenario `calldrift demo` plays, also `config/sim-scenario.example.yaml`.
 pub const EXAMPLE_SCENARIO: &str = include_str!("../../config/sim-scenario.example.yaml");
 
-/// What the simulator serves: apps and fault rules. See `config/sim-scenario.example.yaml`.
+/// What the simulator serves: apps and fault rules, and how it is reached. See
+/// `config/sim-scenario.example.yaml`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     pub apps: Vec<SimApp>,
     #[serde(default)]
     pub faults: Vec<FaultRule>,
+    /// How long every `/v4/` answer waits, unless its app has its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+    /// HTTPS instead of plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSettings>,
+    /// When keep-alive connections are closed; by default they stay open.
+    #[serde(default)]
+    pub connections: Connections,
 }
 
 /// One simulated app.
@@ -41,6 +55,9 @@ pub struct SimApp {
     /// A scripted story instead of `callback`.
     #[serde(default)]
     pub rotate: Option<Rotate>,
+    /// This app's answer latency, instead of the scenario's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
 }
 
 fn default_admins() -> Vec<String> {
@@ -56,6 +73,7 @@ impl fmt::Debug for SimApp {
             .field("users", &self.users)
             .field("callback", &self.callback)
             .field("rotate", &self.rotate)
+            .field("latency", &self.latency)
             .finish()
     }
 }
@@ -89,7 +107,8 @@ pub struct Rotate {
     pub configs: Vec<Option<CallbackConfig>>,
 }
 
-mod humantime_duration {
+/// A duration as humantime text (`250ms`, `1s 500ms`).
+pub(super) mod humantime_duration {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
     use std::time::Duration;
 
@@ -101,6 +120,23 @@ mod humantime_duration {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text)
             .map_err(|e| D::Error::custom(format!("invalid duration {text:?}: {e}")))
+    }
+}
+
+/// Like [`humantime_duration`], for a key that may be left out.
+pub(super) mod humantime_optional {
+    use serde::{Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::humantime_duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::humantime_duration::deserialize(d).map(Some)
     }
 }
 
@@ -167,14 +203,19 @@ impl Scenario {
         Ok(scenario)
     }
 
-    /// Reads and parses a scenario file.
+    /// Reads and parses a scenario file; relative paths in it are taken from its
+    /// directory.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
             origin: origin.clone(),
             source,
         })?;
-        Self::from_yaml_str(&text, &origin)
+        let mut scenario = Self::from_yaml_str(&text, &origin)?;
+        if let (Some(tls), Some(dir)) = (scenario.tls.as_mut(), path.parent()) {
+            tls.resolve_paths(dir);
+        }
+        Ok(scenario)
     }
 
     /// The scenario of `calldrift demo` ([`EXAMPLE_SCENARIO`]).
@@ -183,8 +224,12 @@ impl Scenario {
     }
 
     /// Checks what the types cannot: unique apps, a key, rotations that can rotate, fault
-    /// rules for known apps.
+    /// rules for known apps, TLS either generated or given, positive connection limits.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
+        self.connections.validate()?;
         let mut seen = HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
             let here = format!("apps[{i}] (sdkappid {})", app.sdkappid);
@@ -225,6 +270,7 @@ mod tests {
     use super::*;
     use crate::sim::faults::FaultKind;
     use crate::sim::harness::{END, START};
+    use crate::sim::latency::Distribution;
 
     #[test]
     fn deep_nesting_is_refused_before_decoding() {
@@ -341,6 +387,163 @@ faults:
     }
 
     #[test]
+    fn gateway_keys_parse_with_their_defaults() {
+        let text = r#"
+apps:
+  - sdkappid: 7
+    key: k
+    latency: {fixed: 50ms, jitter: 20ms}
+latency: {fixed: 250ms, jitter: 50ms, distribution: normal}
+tls: {generate: true, names: ["*.localhost"], ca_file: ca.pem}
+connections: {close_after: 3, announce: false, idle_timeout: 5s}
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scenario.yaml");
+        std::fs::write(&path, text).unwrap();
+        let scenario = Scenario::load(&path).unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            scenario.latency,
+            Some(Latency {
+                fixed: ms(250),
+                jitter: ms(50),
+                distribution: Distribution::Normal
+            })
+        );
+        assert_eq!(
+            scenario.apps[0].latency,
+            Some(Latency {
+                fixed: ms(50),
+                jitter: ms(20),
+                distribution: Distribution::Uniform
+            })
+        );
+        let tls = scenario.tls.as_ref().unwrap();
+        assert!(tls.generate);
+        assert_eq!(tls.names, ["*.localhost"]);
+        assert_eq!(
+            tls.ca_file.as_deref(),
+            Some(dir.path().join("ca.pem").as_path())
+        );
+        assert_eq!(
+            scenario.connections,
+            Connections {
+                close_after: Some(3),
+                announce: false,
+                idle_timeout: Some(Duration::from_secs(5))
+            }
+        );
+
+        let plain = Scenario::from_yaml_str(
+            "apps: []
+",
+            "s.yaml",
+        )
+        .unwrap();
+        assert_eq!(plain.latency, None);
+        assert_eq!(plain.tls, None);
+        assert_eq!(plain.connections, Connections::default());
+        assert!(
+            plain.connections.announce,
+            "closing is announced unless asked not to"
+        );
+        let fixed_only = Scenario::from_yaml_str(
+            "apps: []
+latency: {fixed: 1s}
+",
+            "s.yaml",
+        )
+        .unwrap();
+        let latency = fixed_only.latency.unwrap();
+        assert_eq!(
+            (latency.jitter, latency.distribution),
+            (Duration::ZERO, Distribution::Uniform)
+        );
+    }
+
+    #[test]
+    fn gateway_key_mistakes_are_errors() {
+        let refused = |text: &str| {
+            Scenario::from_yaml_str(text, "s.yaml")
+                .unwrap_err()
+                .to_string()
+        };
+        let cases = [
+            (
+                "apps: []
+latency: {fixed: 1s, spread: 2ms}
+",
+                "unknown field `spread`",
+            ),
+            (
+                "apps: []
+latency: {jitter: 2ms}
+",
+                "missing field `fixed`",
+            ),
+            (
+                "apps: []
+latency: {fixed: soon}
+",
+                "invalid duration \"soon\"",
+            ),
+            (
+                "apps: []
+latency: {fixed: 1s, distribution: poisson}
+",
+                "unknown variant `poisson`",
+            ),
+            (
+                "apps: []
+tls: {generate: true, cert: x}
+",
+                "unknown field `cert`",
+            ),
+            (
+                "apps: []
+tls: {cert_file: x}
+",
+                "both `cert_file` and `key_file`",
+            ),
+            (
+                "apps: []
+connections: {close_after: 0}
+",
+                "close_after must be at least 1",
+            ),
+            (
+                "apps: []
+connections: {idle_timeout: 0s}
+",
+                "idle_timeout must be positive",
+            ),
+            (
+                "apps: []
+connections: {max_requests: 3}
+",
+                "unknown field `max_requests`",
+            ),
+            (
+                "apps: []
+latancy: {fixed: 1s}
+",
+                "unknown field `latancy`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = refused(text);
+            assert!(err.starts_with("s.yaml:"), "{err}");
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        let err = refused(
+            "apps: []
+latency: {fixed: 1s, spread: 2ms}
+",
+        );
+        assert!(err.starts_with("s.yaml:2:"), "{err}");
+    }
+
+    #[test]
     fn the_example_scenario_tells_the_demo_story() {
         let scenario = Scenario::example().unwrap();
         assert_eq!(scenario.apps.len(), 4);
@@ -364,6 +567,23 @@ faults:
             assert!(app.key.bytes().all(|b| b.is_ascii_hexdigit()));
             assert_eq!(app.admins, vec!["administrator"]);
         }
+        // Every commented-out gateway key parses too, and none is in force.
+        assert_eq!(scenario.latency, None);
+        assert_eq!(scenario.tls, None);
+        assert_eq!(scenario.connections, Connections::default());
+        let keys: String = EXAMPLE_SCENARIO
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                ["latency:", "tls:", "connections:"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let far = Scenario::from_yaml_str(&format!("apps: []\n{keys}"), "example").unwrap();
+        assert!(far.latency.is_some() && far.tls.is_some());
+        assert_eq!(far.connections.close_after, Some(100));
         // Every commented-out fault example parses too.
         let (head, tail) = EXAMPLE_SCENARIO.split_once("faults: []").unwrap();
         let uncommented: String = tail

@@ -1,5 +1,6 @@
-//! Serving: the accept loop, each connection (HTTP/1.1 over its own socket), routing by
-//! path prefix, and shutdown with a grace period.
+//! Serving: the accept loop, each connection (TLS when asked, then HTTP/1.1 over its own
+//! socket, closed when idle too long), routing by path prefix with each `/v4/` answer's
+//! latency and connection count, and shutdown with a grace period.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,19 +17,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Simulator;
-use super::http::{Body, ConnAbort, text};
+use super::api::{MAX_API_BODY, lenient_sdkappid};
+use super::connection::Connection;
+use super::http::{Body, ConnAbort, read_body, text};
 
 /// How long in-flight requests may take to finish once shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// The connection a request arrived on, as its handler may affect it.
-#[derive(Clone)]
-pub(super) struct Connection {
-    /// Cancelled when the simulator shuts down; hangs and delays end with it.
-    pub(super) shutdown: CancellationToken,
-    /// Set to close the socket with an RST instead of a FIN.
-    pub(super) reset: Arc<AtomicBool>,
-}
+/// Time a client gets to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Simulator {
     /// Serves until `shutdown` is cancelled, then ends every connection (in-flight hangs
@@ -49,10 +46,11 @@ impl Simulator {
             match accepted {
                 Ok((stream, peer)) => {
                     tracing::trace!(%peer, "simulator connection");
+                    self.record_connection();
                     let _ = stream.set_nodelay(true);
                     let sim = self.clone();
                     let token = shutdown.clone();
-                    connections.spawn(async move { sim.serve_connection(stream, token).await });
+                    connections.spawn(async move { sim.accept_connection(stream, token).await });
                 }
                 Err(e) => {
                     // Per-connection failures and descriptor exhaustion pass; keep serving.
@@ -78,15 +76,40 @@ impl Simulator {
         Ok(())
     }
 
-    async fn serve_connection(self, stream: TcpStream, shutdown: CancellationToken) {
-        let conn = Connection {
-            shutdown: shutdown.clone(),
-            reset: Arc::new(AtomicBool::new(false)),
-        };
-        let io = TokioIo::new(SimIo {
+    /// Completes the TLS handshake when the simulator serves TLS, then serves HTTP.
+    async fn accept_connection(self, stream: TcpStream, shutdown: CancellationToken) {
+        let reset = Arc::new(AtomicBool::new(false));
+        let io = SimIo {
             stream,
-            reset: conn.reset.clone(),
-        });
+            reset: reset.clone(),
+        };
+        let Some(tls) = &self.inner.tls else {
+            return self.serve_connection(io, reset, shutdown).await;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+        let handshake = tokio::select! {
+            () = shutdown.cancelled() => return,
+            done = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(io)) => done,
+        };
+        match handshake {
+            Ok(Ok(stream)) => {
+                self.record_tls_handshake();
+                self.serve_connection(stream, reset, shutdown).await;
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "simulator TLS handshake failed"),
+            Err(_) => tracing::debug!("simulator TLS handshake timed out"),
+        }
+    }
+
+    /// Serves HTTP/1.1 until the client closes, the connection idles past its timeout,
+    /// or shutdown (after a grace period for requests in progress).
+    async fn serve_connection<I>(self, io: I, reset: Arc<AtomicBool>, shutdown: CancellationToken)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        // Idle from here: a TLS handshake is no idleness.
+        let conn = Connection::new(shutdown.clone(), reset, self.inner.connections);
+        let idle = conn.clone();
         let sim = self.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let sim = sim.clone();
@@ -95,19 +118,29 @@ impl Simulator {
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new());
-        let http = builder.serve_connection(io, service);
+        let http = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(http);
-        let result = tokio::select! {
-            result = http.as_mut() => result,
-            () = shutdown.cancelled() => {
+        let mut result = tokio::select! {
+            result = http.as_mut() => Some(result),
+            () = shutdown.cancelled() => None,
+            () = idle.idle_expired() => {
+                tracing::trace!("simulator closing an idle connection");
+                // Idle: hyper closes at once (a request just arriving is cut off, as by
+                // a balancer's idle timer).
                 http.as_mut().graceful_shutdown();
-                match tokio::time::timeout(SHUTDOWN_GRACE, http.as_mut()).await {
-                    Ok(result) => result,
-                    Err(_) => Ok(()),
+                tokio::select! {
+                    result = http.as_mut() => Some(result),
+                    () = shutdown.cancelled() => None,
                 }
             }
         };
-        if let Err(e) = result {
+        if result.is_none() {
+            http.as_mut().graceful_shutdown();
+            result = tokio::time::timeout(SHUTDOWN_GRACE, http.as_mut())
+                .await
+                .ok();
+        }
+        if let Some(Err(e)) = result {
             tracing::debug!(error = %e, "simulator connection ended");
         }
     }
@@ -118,15 +151,44 @@ impl Simulator {
         req: Request<Incoming>,
         conn: &Connection,
     ) -> Result<Response<Body>, ConnAbort> {
+        let _busy = conn.busy();
         let path = req.uri().path();
         if path.starts_with("/v4/") {
-            self.handle_api(req, conn).await
+            self.route_api(req, conn).await
         } else if let Some(rest) = path.strip_prefix("/__sim/") {
             let rest = rest.to_owned();
             self.handle_control(req, &rest).await
         } else {
             Ok(text(StatusCode::NOT_FOUND, "not found\n"))
         }
+    }
+}
+
+impl Simulator {
+    /// A `/v4/` request as a gateway far away behind a balancer answers it: not at all
+    /// on a connection that gave its last answer silently, else after its latency.
+    async fn route_api(
+        &self,
+        req: Request<Incoming>,
+        conn: &Connection,
+    ) -> Result<Response<Body>, ConnAbort> {
+        if conn.silently_spent() {
+            // Read it whole first, so the close is a FIN (unread data would make it an RST).
+            let _ = read_body(req.into_body(), MAX_API_BODY).await;
+            tracing::debug!("simulator closing a spent connection instead of answering");
+            return Err(ConnAbort::Closed);
+        }
+        let sdkappid = req.uri().query().and_then(lenient_sdkappid);
+        let mut answer = self.handle_api(req, conn).await?;
+        let latency = self.answer_latency(sdkappid);
+        if !latency.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(latency) => {}
+                () = conn.shutdown.cancelled() => return Err(ConnAbort::Shutdown),
+            }
+        }
+        conn.count_answer(&mut answer);
+        Ok(answer)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Request counting: every `/v4/` request, in total and per app, and the largest count of
-//! arrivals lying less than one second apart (a sliding window, not aligned seconds).
+//! arrivals lying less than one second apart (a sliding window, not aligned seconds);
+//! connections accepted and TLS handshakes completed.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -19,6 +20,12 @@ pub struct SimStats {
     pub malformed_requests: u64,
     /// The most `/v4/` requests that arrived less than one second apart.
     pub max_requests_in_any_second: u64,
+    /// TCP connections accepted.
+    #[serde(default)]
+    pub connections_accepted: u64,
+    /// TLS handshakes completed (0 without TLS).
+    #[serde(default)]
+    pub tls_handshakes: u64,
     /// Per app, keyed by SDKAppID in decimal.
     pub apps: BTreeMap<String, AppStats>,
 }
@@ -63,6 +70,8 @@ pub(super) struct Totals {
     requests: u64,
     malformed: u64,
     window: RateWindow,
+    connections: u64,
+    tls_handshakes: u64,
 }
 
 /// One app's counters.
@@ -88,6 +97,8 @@ impl Simulator {
             requests_total: st.totals.requests,
             malformed_requests: st.totals.malformed,
             max_requests_in_any_second: st.totals.window.max,
+            connections_accepted: st.totals.connections,
+            tls_handshakes: st.totals.tls_handshakes,
             apps: st
                 .apps
                 .iter()
@@ -118,6 +129,16 @@ impl Simulator {
     /// Counts a request refused as not well formed.
     pub(super) fn record_malformed(&self) {
         self.lock().totals.malformed += 1;
+    }
+
+    /// Counts a TCP connection accepted.
+    pub(super) fn record_connection(&self) {
+        self.lock().totals.connections += 1;
+    }
+
+    /// Counts a TLS handshake completed.
+    pub(super) fn record_tls_handshake(&self) {
+        self.lock().totals.tls_handshakes += 1;
     }
 }
 

@@ -279,12 +279,13 @@ impl Http {
         Ok(destination)
     }
 
-    /// An idle connection to `base` that is still open, or a new one.
+    /// An idle connection to `base` that is still open (and `true`: it was used before),
+    /// or a new one.
     async fn checkout(
         &self,
         base: &str,
         destination: &Destination,
-    ) -> Result<SendRequest<Full<Bytes>>, Error> {
+    ) -> Result<(SendRequest<Full<Bytes>>, bool), Error> {
         loop {
             let idle = {
                 let mut pool = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -293,9 +294,14 @@ impl Http {
             let Some(idle) = idle else { break };
             let Idle { mut sender, since } = idle;
             if since.elapsed() < self.idle_timeout && sender.ready().await.is_ok() {
-                return Ok(sender);
+                return Ok((sender, true));
             }
         }
+        Ok((self.connect(destination).await?, false))
+    }
+
+    /// A new connection to `destination`.
+    async fn connect(&self, destination: &Destination) -> Result<SendRequest<Full<Bytes>>, Error> {
         let conn = self
             .connector
             .clone()
@@ -332,6 +338,14 @@ impl Http {
 
     /// POSTs `body` to `base` + `path_and_query` and reads the answer, at most `limit`
     /// body bytes. A connection whose answer was read whole goes back to the pool.
+    ///
+    /// A keep-alive connection the server closed is replaced by a new one, once, when the
+    /// close met the request before any of the answer: the request came back unsent, or
+    /// went out and found the connection at its end (EOF; over TLS, EOF without
+    /// close_notify). A balancer closing an idle or spent connection does that, and far
+    /// away its close and our request cross; the server handled nothing, so sending the
+    /// request again is not a second call. A reset is not retried: a server that read the
+    /// request and dropped it (the simulator's `reset` fault) may have counted it.
     pub async fn post(
         &self,
         base: &str,
@@ -347,28 +361,22 @@ impl Http {
             None => Uri::try_from(path_and_query),
         }
         .map_err(|e| Error::Url(format!("{e}")))?;
-        let mut request = Request::post(uri)
-            .body(Full::new(body))
-            .map_err(|e| Error::Url(format!("{e}")))?;
-        let request_headers = request.headers_mut();
-        request_headers.insert(HOST, destination.host.clone());
-        for (name, value) in headers {
-            request_headers.insert(name.clone(), value.clone());
-        }
-        if let Some(Some(auth)) = &destination.forward {
-            request_headers.insert(PROXY_AUTHORIZATION, auth.clone());
-        }
+        let request = || build_request(&destination, uri.clone(), headers, body.clone());
 
-        let mut sender = self.checkout(base, &destination).await?;
-        let response = match sender.try_send_request(request).await {
+        let (mut sender, reused) = self.checkout(base, &destination).await?;
+        let response = match sender.try_send_request(request()?).await {
             Ok(response) => response,
             Err(mut failed) => {
-                // The pooled connection closed before the request went out (the server's
-                // keep-alive ended): send it once more on a new connection.
-                let Some(request) = failed.take_message() else {
+                let unsent = failed.take_message();
+                if unsent.is_none() && !(reused && ended_before_answer(failed.error())) {
                     return Err(Error::Request(failed.into_error()));
+                }
+                tracing::debug!(error = %failed.error(), "gateway connection closed under a request; sending it on a new one");
+                sender = self.connect(&destination).await?;
+                let request = match unsent {
+                    Some(request) => request,
+                    None => request()?,
                 };
-                sender = self.checkout(base, &destination).await?;
                 sender.send_request(request).await.map_err(Error::Request)?
             }
         };
@@ -379,6 +387,46 @@ impl Http {
         }
         Ok(Answer { status, body })
     }
+}
+
+/// The request to `destination`, with its host, `headers` and proxy credentials.
+fn build_request(
+    destination: &Destination,
+    uri: Uri,
+    headers: &[(HeaderName, HeaderValue)],
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, Error> {
+    let mut request = Request::post(uri)
+        .body(Full::new(body))
+        .map_err(|e| Error::Url(format!("{e}")))?;
+    let request_headers = request.headers_mut();
+    request_headers.insert(HOST, destination.host.clone());
+    for (name, value) in headers {
+        request_headers.insert(name.clone(), value.clone());
+    }
+    if let Some(Some(auth)) = &destination.forward {
+        request_headers.insert(PROXY_AUTHORIZATION, auth.clone());
+    }
+    Ok(request)
+}
+
+/// Whether a request failed because its connection ended where the answer should have
+/// begun: hyper's incomplete message, or an unexpected EOF (TLS without close_notify).
+fn ended_before_answer(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() {
+        return true;
+    }
+    let mut source = StdError::source(error);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::UnexpectedEof)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Body bytes of `response`, at most `limit` of them: `None` when there are more.
@@ -413,10 +461,24 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A server answering `{"n":K}` to each request; with `close_after_answer` it drops
-    /// the connection after each answer without saying so, as a server whose keep-alive
-    /// timer ran out would. Returns its base URL and a count of connections accepted.
-    async fn server(close_after_answer: bool) -> (String, Arc<AtomicUsize>) {
+    /// What the test server does with each connection.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mode {
+        /// Answers every request.
+        KeepAlive,
+        /// Drops the connection after each answer without saying so, as a server whose
+        /// keep-alive timer ran out would.
+        CloseAfterAnswer,
+        /// After this many answers, reads the next request and closes (FIN) without
+        /// answering: the close and the request crossed.
+        CloseOnRequestAfter(usize),
+        /// Like `CloseOnRequestAfter`, with an RST.
+        ResetOnRequestAfter(usize),
+    }
+
+    /// A server answering `{"n":K}` to each request as `mode` says. Returns its base URL
+    /// and a count of connections accepted.
+    async fn server(mode: Mode) -> (String, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -431,7 +493,7 @@ mod tests {
                 tokio::spawn(async move {
                     let mut buffer = Vec::new();
                     let mut chunk = [0u8; 4096];
-                    loop {
+                    for on_this_connection in 0.. {
                         // Requests carry a 2-byte body after the head.
                         while buffer
                             .windows(4)
@@ -444,13 +506,22 @@ mod tests {
                             }
                         }
                         buffer.clear();
+                        match mode {
+                            Mode::CloseOnRequestAfter(k) if on_this_connection == k => return,
+                            Mode::ResetOnRequestAfter(k) if on_this_connection == k => {
+                                let _ = socket.set_zero_linger();
+                                return;
+                            }
+                            _ => {}
+                        }
                         let n = answered.fetch_add(1, Ordering::SeqCst);
                         let body = format!("{{\"n\":{n}}}");
                         let answer = format!(
                             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
                             body.len()
                         );
-                        if socket.write_all(answer.as_bytes()).await.is_err() || close_after_answer
+                        if socket.write_all(answer.as_bytes()).await.is_err()
+                            || mode == Mode::CloseAfterAnswer
                         {
                             return;
                         }
@@ -488,7 +559,7 @@ mod tests {
 
     #[tokio::test]
     async fn idle_connections_are_bounded_per_base_after_a_burst() {
-        let (base, _) = server(false).await;
+        let (base, _) = server(Mode::KeepAlive).await;
         let http = Arc::new(http());
         let burst = MAX_IDLE_PER_BASE + 40;
         // Each request in flight at once needs a connection of its own.
@@ -499,7 +570,7 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 let sender = {
                     let destination = http.destination(&base).expect("destination");
-                    http.checkout(&base, &destination).await.expect("connect")
+                    http.checkout(&base, &destination).await.expect("connect").0
                 };
                 gate.wait().await;
                 http.checkin(&base, sender);
@@ -516,7 +587,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_idle_past_the_timeout_is_not_reused() {
-        let (base, accepted) = server(false).await;
+        let (base, accepted) = server(Mode::KeepAlive).await;
         let mut http = http();
         http.idle_timeout = Duration::from_millis(200);
         post(&http, &base).await;
@@ -534,7 +605,7 @@ mod tests {
 
     #[tokio::test]
     async fn keep_alive_connections_are_reused() {
-        let (base, accepted) = server(false).await;
+        let (base, accepted) = server(Mode::KeepAlive).await;
         let http = http();
         for n in 0..3 {
             assert_eq!(post(&http, &base).await, format!("{{\"n\":{n}}}"));
@@ -544,7 +615,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_server_closed_is_replaced_without_an_error() {
-        let (base, accepted) = server(true).await;
+        let (base, accepted) = server(Mode::CloseAfterAnswer).await;
         let http = http();
         for n in 0..3 {
             assert_eq!(post(&http, &base).await, format!("{{\"n\":{n}}}"));
@@ -559,7 +630,7 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_over_the_limit_are_refused_and_their_connection_dropped() {
-        let (base, accepted) = server(false).await;
+        let (base, accepted) = server(Mode::KeepAlive).await;
         let http = http();
         let answer = http
             .post(&base, "/x", &[], Bytes::from_static(b"{}"), 3)
@@ -572,5 +643,36 @@ mod tests {
             2,
             "the unread connection is not reused"
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_meets_the_close_of_a_reused_connection_is_sent_again() {
+        let (base, accepted) = server(Mode::CloseOnRequestAfter(2)).await;
+        let http = http();
+        for n in 0..6 {
+            assert_eq!(post(&http, &base).await, format!("{{\"n\":{n}}}"));
+        }
+        // Two answers per connection; each third request was met with a close and sent
+        // again on a new connection.
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_reset_or_a_close_on_a_new_connection_is_an_error() {
+        let (base, accepted) = server(Mode::ResetOnRequestAfter(1)).await;
+        let http = http();
+        assert_eq!(post(&http, &base).await, "{\"n\":0}");
+        let reset = http
+            .post(&base, "/x", &[], Bytes::from_static(b"{}"), 1024)
+            .await;
+        assert!(matches!(reset, Err(Error::Request(_))));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "not sent again");
+
+        let (base, accepted) = server(Mode::CloseOnRequestAfter(0)).await;
+        let closed = http
+            .post(&base, "/x", &[], Bytes::from_static(b"{}"), 1024)
+            .await;
+        assert!(matches!(closed, Err(Error::Request(e)) if e.is_incomplete_message()));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "not sent again");
     }
 }

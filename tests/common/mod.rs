@@ -34,6 +34,7 @@ pub fn app(sdkappid: u64, callback: Option<CallbackConfig>) -> SimApp {
         users: vec!["alice".to_owned()],
         callback,
         rotate: None,
+        latency: None,
     }
 }
 
@@ -52,7 +53,7 @@ impl Sim {
     pub async fn start(apps: Vec<SimApp>) -> Sim {
         Self::start_with(Scenario {
             apps,
-            faults: Vec::new(),
+            ..Scenario::default()
         })
         .await
     }
@@ -60,7 +61,7 @@ impl Sim {
     pub async fn start_with(scenario: Scenario) -> Sim {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
         let addr = listener.local_addr().expect("addr");
-        let sim = Simulator::new(scenario, Arc::new(SystemClock));
+        let sim = Simulator::new(scenario, Arc::new(SystemClock)).expect("simulator");
         let shutdown = CancellationToken::new();
         let (runner, token) = (sim.clone(), shutdown.clone());
         tokio::spawn(async move { runner.run(listener, token).await });
@@ -71,8 +72,15 @@ impl Sim {
         }
     }
 
+    /// The base URL: `https://127.0.0.1:PORT` when it serves TLS.
     pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.sim.is_tls() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The generated CA certificate's file, for a config's `ca_file`.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.sim.ca_file()
     }
 
     pub fn stats(&self) -> SimStats {
