@@ -260,3 +260,47 @@ async fn injected_latency_shows_in_the_request_duration_histogram() {
     assert_eq!(total(&m, "calldrift_api_request_failures_total"), 0.0);
     sim.assert_no_malformed();
 }
+
+/// With answers 250 ms ± 50 ms away and the default `poll:` settings (only the interval
+/// shortened so demand exceeds the limit), the daemon keeps the rate at the limit: the
+/// in-flight bound follows rate × timeout. A fixed bound of 16 held it at 16 / 0.25 s =
+/// 64 calls/s.
+#[tokio::test]
+async fn the_full_rate_holds_with_the_gateway_far_away_and_default_settings() {
+    const LIMIT: u64 = 200;
+    // 500 targets every 2 s: 250 calls/s wanted, 200 allowed.
+    let apps = 500;
+    let sim = Sim::start_with(Scenario {
+        apps: (1..=apps).map(|id| app(id, clean())).collect(),
+        latency: Some(Latency {
+            fixed: Duration::from_millis(250),
+            jitter: Duration::from_millis(50),
+            distribution: Distribution::Uniform,
+        }),
+        ..Scenario::default()
+    })
+    .await;
+    let names: Vec<String> = (1..=apps)
+        .map(|id| app_yaml(&format!("a{id}"), id, ""))
+        .collect();
+    let d = Daemon::start(&config_yaml(&sim, "poll:\n  interval: 2s", &names)).await;
+    // Past the start, measure the rate over a few seconds.
+    wait_until(Duration::from_secs(20), "the first 400 calls", || async {
+        sim.stats().requests_total >= 400
+    })
+    .await;
+    let (before, started) = (sim.stats().requests_total, std::time::Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stats = sim.stats();
+    let rate = (stats.requests_total - before) as f64 / started.elapsed().as_secs_f64();
+    assert!(
+        rate >= 0.9 * LIMIT as f64,
+        "{rate:.1} calls/s at a limit of {LIMIT} with answers 250 ms away"
+    );
+    assert!(
+        stats.max_requests_in_any_second <= LIMIT,
+        "{} calls in one second",
+        stats.max_requests_in_any_second
+    );
+    d.stop().await;
+}
