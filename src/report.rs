@@ -149,6 +149,11 @@ pub struct Report {
     pub targets: Vec<TargetReport>,
 }
 
+/// `n` with the noun in the right number: "1 target", "2 targets".
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 impl Report {
     pub fn new(targets: Vec<TargetReport>) -> Self {
         let count = |status| targets.iter().filter(|t| t.status == status).count();
@@ -206,8 +211,11 @@ impl Report {
         }
         let s = &self.summary;
         out.push_str(&format!(
-            "{} targets: {} clean, {} drifted, {} errors\n",
-            s.targets, s.clean, s.drifted, s.errors
+            "{}: {} clean, {} drifted, {}\n",
+            count(s.targets, "target", "targets"),
+            s.clean,
+            s.drifted,
+            count(s.errors, "error", "errors")
         ));
         out
     }

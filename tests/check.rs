@@ -281,7 +281,7 @@ async fn the_binary_exits_with_the_documented_codes_and_prints_json() {
         "{text}"
     );
     assert!(
-        text.contains("3 targets: 1 clean, 1 drifted, 1 errors"),
+        text.contains("3 targets: 1 clean, 1 drifted, 1 error\n"),
         "{text}"
     );
     sim.assert_no_malformed();

@@ -117,6 +117,16 @@ async fn sigterm_exits_zero_promptly_and_leaves_a_valid_state_file_and_one_log_e
         2,
         "config_missing for b, command_missing for a: {logs}"
     );
+    // Log fields read like the page: a side a finding lacks is "none", not "".
+    for event in &drift {
+        assert!(event["expected"] != "" && event["actual"] != "", "{event}");
+    }
+    assert!(
+        drift
+            .iter()
+            .any(|e| e["check"] == "command_missing" && e["actual"] == "none"),
+        "{logs}"
+    );
     assert!(
         events.iter().any(|e| e["message"] == "config reloaded"),
         "{logs}"
@@ -189,4 +199,75 @@ fn run_and_validate_refuse_a_config_without_apps() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(want), "{stderr}");
+}
+
+/// Text logs written to a pipe or a file (journald, `2>log`) carry no colour codes; a
+/// terminal would get them, unless NO_COLOR is set.
+#[tokio::test]
+async fn text_logs_into_a_pipe_have_no_escape_codes() {
+    let sim = Sim::start(vec![app(1, None)]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = config_yaml(&sim, "log_format: text", &[app_yaml("a", 1, "")]);
+    let config = dir.path().join("calldrift.yaml");
+    std::fs::write(&config, yaml).expect("write");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_calldrift"))
+            .args(["check", "-c", config.to_str().expect("utf8")])
+            .args(["--log-level", "debug"])
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
+            .output()
+            .expect("run check")
+    })
+    .await
+    .expect("join");
+    assert_eq!(out.status.code(), Some(2), "drift: the app has no config");
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("DEBUG"), "debug logs were written: {logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "escape codes in piped logs: {logs:?}"
+    );
+}
+
+/// A transport failure has no gateway answer: its "target is down" event carries no empty
+/// `error_info` or `request_id`.
+#[tokio::test]
+async fn a_transport_failure_logs_no_empty_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, dead) = (free_port(), free_port());
+    let yaml = format!(
+        "listen: \"127.0.0.1:{port}\"\npoll:\n  interval: 300ms\n  timeout: 1s\n  retries: 0\nregions:\n  sim: \"http://127.0.0.1:{dead}\"\napps:\n{}",
+        app_yaml("a", 1, "")
+    );
+    let config = dir.path().join("calldrift.yaml");
+    std::fs::write(&config, yaml).expect("write");
+    let child = spawn_run(&config);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until(Duration::from_secs(10), "polled", || async {
+        match http().get(format!("{base}/-/ready")).send().await {
+            Ok(r) => r.status() == 200,
+            Err(_) => false,
+        }
+    })
+    .await;
+    signal(&child, "TERM");
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("output");
+    let logs = String::from_utf8_lossy(&output.stderr);
+    let down: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("target is down"))
+        })
+        .collect();
+    assert_eq!(down.len(), 1, "{logs}");
+    assert_eq!(down[0]["reason"], "transport", "{logs}");
+    assert!(down[0].get("error_info").is_none(), "{}", down[0]);
+    assert!(down[0].get("request_id").is_none(), "{}", down[0]);
 }

@@ -13,6 +13,8 @@ use crate::secret::SecretKey;
 use crate::tencent::usersig;
 use crate::web;
 
+use crate::report::count;
+
 use super::logging::{init_logging, load_and_start_logging, log_format};
 use super::{ConfigArg, LogFormatArg, ReportFormat, ShardArg, runtime};
 
@@ -142,16 +144,17 @@ pub(super) fn snapshot(
                 "rewritten from its data: comments are gone"
             };
             eprintln!(
-                "{}: snapshot of {} apps ({} targets) written from {origin}; {kept}",
+                "{}: snapshot of {} ({}) written from {origin}; {kept}",
                 out.display(),
-                snapshot.apps.len(),
-                config.target_count()
+                count(snapshot.apps.len(), "app", "apps"),
+                count(config.target_count(), "target", "targets")
             );
         }
         None => print!("{}", snapshot.text),
     }
     Ok(ExitCode::SUCCESS)
 }
+
 pub(super) fn validate(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(loaded) => {
@@ -179,10 +182,10 @@ pub(super) fn validate(path: &Path) -> ExitCode {
                 }
             }
             println!(
-                "{}: valid ({} apps, {} targets)",
+                "{}: valid ({}, {})",
                 path.display(),
-                loaded.config.apps.len(),
-                loaded.config.target_count()
+                count(loaded.config.apps.len(), "app", "apps"),
+                count(loaded.config.target_count(), "target", "targets")
             );
             ExitCode::SUCCESS
         }
@@ -194,6 +197,7 @@ pub(super) fn validate(path: &Path) -> ExitCode {
         }
     }
 }
+
 fn read_key(key_file: Option<&Path>) -> anyhow::Result<SecretKey> {
     let key = match key_file {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read key file {}", path.display()))?,

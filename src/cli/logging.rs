@@ -1,5 +1,6 @@
 //! Logging set-up: `--log-level` and `--log-format` over the config's, `RUST_LOG` honoured.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use crate::config::{self, LogFormat};
@@ -22,6 +23,10 @@ pub fn init_logging(cli_level: Option<&str>, config_level: &str, format: LogForm
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_writer(std::io::stderr);
     // A second initialisation (tests calling the CLI twice) is harmless, so its error is ignored.
     let _ = match format {
@@ -29,6 +34,13 @@ pub fn init_logging(cli_level: Option<&str>, config_level: &str, format: LogForm
         LogFormat::Text => builder.try_init(),
     };
 }
+
+/// Colour codes only for a person at a terminal: not in files, pipes or journald (where
+/// they arrive as escape sequences), and never when `NO_COLOR` is set to anything but "".
+fn colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 pub(super) fn log_format(cli: Option<LogFormatArg>, config: LogFormat) -> LogFormat {
     match cli {
         Some(LogFormatArg::Json) => LogFormat::Json,
@@ -36,6 +48,7 @@ pub(super) fn log_format(cli: Option<LogFormatArg>, config: LogFormat) -> LogFor
         None => config,
     }
 }
+
 /// Loads the config with the secrets of `shard`'s apps (printing every problem on failure),
 /// then sets up logging from it and logs its warnings: the start of `run` and `check`.
 pub(super) fn load_and_start_logging(
@@ -63,4 +76,17 @@ pub(super) fn load_and_start_logging(
         tracing::warn!("{warning}");
     }
     Some(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+    }
 }

@@ -33,17 +33,20 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormatArg {
     Text,
     Json,
 }
+
 #[derive(Debug, Args)]
 pub struct ConfigArg {
     /// Config file.
     #[arg(short, long, env = "CALLDRIFT_CONFIG", default_value = config::DEFAULT_PATH)]
     pub config: PathBuf,
 }
+
 #[derive(Debug, Args)]
 pub struct ShardArg {
     /// Poll only this replica's part of the apps: INDEX/COUNT, INDEX 0-based (e.g. 0/3).
@@ -51,11 +54,13 @@ pub struct ShardArg {
     #[arg(long, env = "CALLDRIFT_SHARD", value_name = "INDEX/COUNT")]
     pub shard: Option<Shard>,
 }
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ReportFormat {
     Text,
     Json,
 }
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The daemon: polls on schedule and serves HTTP until SIGTERM/SIGINT; SIGHUP reloads.
@@ -115,23 +120,31 @@ pub enum Command {
         #[command(flatten)]
         gateway: crate::sim::GatewayFlags,
     },
-    /// Print a UserSig for manual debugging; the key comes from $CALLDRIFT_SECRET_KEY or --key-file.
+    /// Print a UserSig for manual debugging (for example with curl; see README.md). The
+    /// secret key comes from $CALLDRIFT_SECRET_KEY or --key-file, never from an argument
+    /// (arguments show in `ps` and shell history); without a key it exits 1.
     Usersig {
+        /// The app's SDKAppID, e.g. 1400000001.
         #[arg(long)]
         sdkappid: u64,
+        /// The App admin account the UserSig is for, e.g. administrator; the REST API
+        /// accepts only admin accounts.
         #[arg(long)]
         identifier: String,
-        /// Validity, e.g. 24h.
+        /// How long the UserSig stays valid, e.g. 10m or 24h.
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         expire: Duration,
-        /// File holding the secret key.
+        /// A file holding the app's secret key (surrounding whitespace is ignored);
+        /// without it, $CALLDRIFT_SECRET_KEY is read.
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
 }
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| e.to_string())
 }
+
 /// Parses arguments, runs the subcommand, returns its exit status.
 pub fn main() -> ExitCode {
     // clap exits 2 on a usage error, which `check` uses for "drift found"; a script must
@@ -155,6 +168,7 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
 /// One thread runs everything: at a few hundred calls per second the work is small, and
 /// tasks hopping between worker threads cost more CPU (futex wake-ups, context switches)
 /// than the polls themselves. File IO and bcrypt run on tokio's blocking pool.

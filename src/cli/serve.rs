@@ -98,6 +98,7 @@ pub(super) async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))
 }
+
 /// Cancels `token` on SIGTERM or SIGINT; reloads through `reload` on SIGHUP.
 pub(super) async fn cancel_on_signal(token: CancellationToken, reload: Option<ReloadHandle>) {
     #[cfg(unix)]
@@ -131,6 +132,7 @@ pub(super) async fn cancel_on_signal(token: CancellationToken, reload: Option<Re
     }
     token.cancel();
 }
+
 async fn serve_until_signalled(
     options: daemon::Options,
     listener: TcpListener,

@@ -71,7 +71,8 @@ pub fn carry_out(
     outcome: Option<&PollOutcome>,
     time: f64,
 ) -> Option<Transition> {
-    let request_id = outcome.and_then(|o| o.request_id.as_deref()).unwrap_or("");
+    // Absent fields are left out of the event rather than logged empty.
+    let request_id = outcome.and_then(|o| o.request_id.as_deref());
     let error = outcome.and_then(|o| o.result.as_ref().err());
     let (kind, detail) = match event {
         Event::Up => {
@@ -85,7 +86,7 @@ pub fn carry_out(
                 app = %key.app, sdkappid = key.sdkappid, region = %key.region,
                 reason = error.metric_reason(),
                 error_code = error.error_code(),
-                error_info = answer.map_or("", |a| a.info.as_str()),
+                error_info = answer.map(|a| a.info.as_str()).filter(|i| !i.is_empty()),
                 request_id,
                 "target is down: {error}"
             );
@@ -102,11 +103,11 @@ pub fn carry_out(
             (TransitionKind::Changed, format!("{old} → {new}"))
         }
         Event::DriftAppeared(f) => {
-            tracing::warn!(app = %key.app, sdkappid = key.sdkappid, region = %key.region, check = f.check.as_str(), expected = f.expected.as_deref().unwrap_or(""), actual = f.actual.as_deref().unwrap_or(""), "drift appeared");
+            tracing::warn!(app = %key.app, sdkappid = key.sdkappid, region = %key.region, check = f.check.as_str(), expected = f.expected.as_deref().unwrap_or("none"), actual = f.actual.as_deref().unwrap_or("none"), "drift appeared");
             (TransitionKind::DriftAppeared, f.to_string())
         }
         Event::DriftCleared(f) => {
-            tracing::info!(app = %key.app, sdkappid = key.sdkappid, region = %key.region, check = f.check.as_str(), expected = f.expected.as_deref().unwrap_or(""), actual = f.actual.as_deref().unwrap_or(""), "drift cleared");
+            tracing::info!(app = %key.app, sdkappid = key.sdkappid, region = %key.region, check = f.check.as_str(), expected = f.expected.as_deref().unwrap_or("none"), actual = f.actual.as_deref().unwrap_or("none"), "drift cleared");
             (TransitionKind::DriftCleared, f.to_string())
         }
     };
