@@ -67,6 +67,17 @@ pub async fn run_selected(
     selection: &Selection,
     clock: Arc<dyn Clock>,
 ) -> Result<Report, CheckError> {
+    run_with_progress(config, secrets, selection, clock, &mut |_, _| {}).await
+}
+
+/// [`run_selected`], telling `progress` (done, total) after each target.
+pub async fn run_with_progress(
+    config: &Config,
+    secrets: &Secrets,
+    selection: &Selection,
+    clock: Arc<dyn Clock>,
+    progress: &mut (dyn FnMut(usize, usize) + Send),
+) -> Result<Report, CheckError> {
     // Names are checked against the whole config, so `--app` of an app that another shard
     // polls is not mistaken for a typo.
     if let Some(unknown) = selection
@@ -91,8 +102,13 @@ pub async fn run_selected(
         .filter(|t| selection.apps.is_empty() || selection.apps.contains(&t.key.app))
         .collect();
     let client = client(&config, clock)?;
+    let outcomes =
+        poll_outcomes_with(&client, targets, config.poll.max_concurrency, progress).await;
     Ok(Report::new(
-        poll_all(&client, targets, config.poll.max_concurrency).await,
+        outcomes
+            .iter()
+            .map(|(target, outcome)| target_report(target, outcome))
+            .collect(),
     ))
 }
 
@@ -131,6 +147,17 @@ pub async fn poll_outcomes(
     targets: Vec<Target>,
     max_concurrency: usize,
 ) -> Vec<(Target, PollOutcome)> {
+    poll_outcomes_with(client, targets, max_concurrency, &mut |_, _| {}).await
+}
+
+/// [`poll_outcomes`], telling `progress` (done, total) as each poll completes.
+pub async fn poll_outcomes_with(
+    client: &Arc<Client>,
+    targets: Vec<Target>,
+    max_concurrency: usize,
+    progress: &mut (dyn FnMut(usize, usize) + Send),
+) -> Vec<(Target, PollOutcome)> {
+    let total = targets.len();
     let slots = Arc::new(tokio::sync::Semaphore::new(max_concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, target) in targets.into_iter().enumerate() {
@@ -148,6 +175,7 @@ pub async fn poll_outcomes(
         if let Ok(one) = joined {
             done.push(one);
         }
+        progress(done.len(), total);
     }
     done.sort_by_key(|(index, _, _)| *index);
     done.into_iter()

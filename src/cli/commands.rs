@@ -16,6 +16,7 @@ use crate::web;
 use crate::report::count;
 
 use super::logging::{init_logging, load_and_start_logging, log_format};
+use super::progress::ProgressLine;
 use super::{ConfigArg, LogFormatArg, ReportFormat, ShardArg, runtime};
 
 /// `calldrift check`: one pass, the report, and 0/2/1 for clean/drift/error.
@@ -24,6 +25,7 @@ pub(super) fn check(
     format: ReportFormat,
     apps: Vec<String>,
     shard: ShardArg,
+    quiet: bool,
     cli_level: &Option<String>,
     cli_format: Option<LogFormatArg>,
 ) -> anyhow::Result<ExitCode> {
@@ -36,11 +38,17 @@ pub(super) fn check(
         apps,
         shard: shard.shard,
     };
-    let report = runtime()?.block_on(crate::check::run_selected(
+    let mut line = ProgressLine::on_terminal("checking", quiet);
+    let report = runtime()?.block_on(crate::check::run_with_progress(
         &loaded.config,
         &loaded.secrets,
         &selection,
         clock,
+        &mut |done, total| {
+            if let Some(line) = &mut line {
+                line.update(done, total);
+            }
+        },
     ))?;
     match format {
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),

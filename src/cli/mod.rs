@@ -6,6 +6,7 @@
 mod commands;
 mod demo;
 mod logging;
+mod progress;
 mod serve;
 
 use std::net::SocketAddr;
@@ -81,6 +82,9 @@ pub enum Command {
         apps: Vec<String>,
         #[command(flatten)]
         shard: ShardArg,
+        /// No progress line on stderr (there is none anyway when stderr is not a terminal).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Read every target once and write the config back with each app's expect: set to
     /// what was observed: a baseline to review and commit, on which `check` exits 0.
@@ -208,7 +212,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format: report,
             apps,
             shard,
-        } => commands::check(config, report, apps, shard, &level, format),
+            quiet,
+        } => commands::check(config, report, apps, shard, quiet, &level, format),
         Command::Usersig {
             sdkappid,
             identifier,
