@@ -277,7 +277,7 @@ async fn the_binary_exits_with_the_documented_codes_and_prints_json() {
     assert_eq!(all.status.code(), Some(1), "errors win over drift");
     let text = String::from_utf8_lossy(&all.stdout);
     assert!(
-        text.contains("notadmin (3, sim): error [auth]") && text.contains("60010"),
+        text.contains("notadmin (3, sim, call): error [auth]") && text.contains("60010"),
         "{text}"
     );
     assert!(
