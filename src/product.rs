@@ -102,6 +102,13 @@ impl Product {
         }
     }
 
+    /// Whether `set_callback` only creates: TUIRoomKit's and TUILiveKit's answer 100300
+    /// when a configuration exists and have `update_callback` to change one; TUICallKit's
+    /// overwrites, and its family has no `update_callback`.
+    pub fn set_creates_only(self) -> bool {
+        self != Product::Call
+    }
+
     /// The command words the product's documentation lists. Tencent adds words, so a word
     /// outside these is worth a warning, not an error.
     pub fn documented_commands(self) -> &'static [&'static str] {

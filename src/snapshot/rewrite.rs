@@ -87,7 +87,11 @@ impl Baseline {
 mod tests {
     use std::path::Path;
 
-    use crate::snapshot::fixtures::{START, baselines_for, is_call_baseline, parse, present};
+    use crate::drift::{Observed, Presence};
+    use crate::product::Product;
+    use crate::snapshot::fixtures::{
+        START, baselines_by_product, baselines_for, is_call_baseline, parse, present,
+    };
     use crate::snapshot::render;
 
     #[test]
@@ -106,5 +110,28 @@ mod tests {
         );
         assert!(!out.text.contains("# note"));
         assert!(is_call_baseline(&apps["a"], &parse(&out.text).apps[0]));
+    }
+
+    #[test]
+    fn the_fallback_writes_other_products_into_their_sub_blocks() {
+        let text = "expect: &shared\n  present: true\napps:\n  - name: a\n    sdkappid: 1\n    regions: [china]\n    secret_key_env: K\n    products: [call, live]\n    expect: *shared\n";
+        let config = parse(text);
+        let live = present(
+            "https://h.example.com/live",
+            &["Live.CallbackAfterCreateRoom"],
+        );
+        let apps = baselines_by_product(&config, &[vec![Observed::Absent, live]]);
+        let out =
+            render(text, &config, &apps, Path::new("/etc/calldrift"), "# h\n").expect("rewritten");
+        assert!(!out.comments_kept);
+        let again = parse(&out.text);
+        let app = &again.apps[0];
+        assert_eq!(
+            app.expect(Product::Call).map(|e| e.present),
+            Some(Presence::Forbidden)
+        );
+        let live = app.expect(Product::Live).expect("live watched");
+        assert_eq!(live.url.as_deref(), Some("https://h.example.com/live"));
+        assert!(out.text.contains("  live:\n"), "{}", out.text);
     }
 }

@@ -496,7 +496,8 @@ mod tests {
     use super::*;
     use crate::drift::Observed;
     use crate::snapshot::fixtures::{
-        BLOCK, END, START, baselines_for, is_call_baseline, parse, present, snap,
+        BLOCK, END, START, baselines_by_product, baselines_for, is_call_baseline, parse, present,
+        snap,
     };
     use crate::snapshot::render;
 
@@ -584,6 +585,50 @@ mod tests {
             let again = parse(&out.text);
             assert!(is_call_baseline(&apps["a"], &again.apps[0]), "{}", out.text);
             assert!(is_call_baseline(&apps["b"], &again.apps[1]), "{}", out.text);
+        }
+    }
+
+    #[test]
+    fn each_product_goes_to_its_own_block() {
+        let text = "expect:\n  room:\n    commands: [Room.CallbackAfterCreateRoom]\napps:\n  - name: a\n    sdkappid: 1\n    regions: [china]\n    secret_key_env: K\n    products: [call, room, live]\n    expect:\n      url: https://old.example.com/\n  - {name: b, sdkappid: 2, regions: [china], secret_key_env: K, products: [room]}\n";
+        let config = parse(text);
+        let room = present(
+            "https://hooks.example.com/room",
+            &[
+                "Room.CallbackAfterMemberEnter",
+                "Room.CallbackAfterCreateRoom",
+            ],
+        );
+        let seen = [
+            vec![
+                present("https://hooks.example.com/call", &[START]),
+                room.clone(),
+                Observed::Absent,
+            ],
+            vec![room],
+        ];
+        let apps = baselines_by_product(&config, &seen);
+        let out = render(text, &config, &apps, Path::new("/etc/calldrift"), "# h\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.comments_kept);
+        assert!(
+            out.text.contains(
+                "    expect:\n      present: true\n      url: \"https://hooks.example.com/call\"\n      url_scheme: https\n      url_prefix: null\n      commands:\n        - Call.CallbackAfterStartCall\n      extra_commands: drift\n      ignore_commands: []\n      room:\n        present: true\n        url: \"https://hooks.example.com/room\"\n        url_scheme: https\n        url_prefix: null\n        commands:\n          - Room.CallbackAfterCreateRoom\n          - Room.CallbackAfterMemberEnter\n        extra_commands: drift\n        ignore_commands: []\n      live:\n        present: false\n  - {name: b"
+            ),
+            "{}",
+            out.text
+        );
+        assert!(
+            out.text.contains("products: [room], expect: {room: {present: true, url: \"https://hooks.example.com/room\", url_scheme: https, url_prefix: null, commands: [Room.CallbackAfterCreateRoom, Room.CallbackAfterMemberEnter], extra_commands: drift, ignore_commands: []}}}"),
+            "{}",
+            out.text
+        );
+        let again = parse(&out.text);
+        for (app, want) in again.apps.iter().zip(["a", "b"]) {
+            for (product, baseline) in &apps[want].products {
+                let got = app.expect(*product).expect("watched");
+                assert!(baseline.baseline.is(got), "{want} {product}: {got:?}");
+            }
         }
     }
 

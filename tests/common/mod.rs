@@ -34,6 +34,8 @@ pub fn app(sdkappid: u64, callback: Option<CallbackConfig>) -> SimApp {
         users: vec!["alice".to_owned()],
         callback,
         rotate: None,
+        room_callback: None,
+        live_callback: None,
     }
 }
 
