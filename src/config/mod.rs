@@ -379,7 +379,7 @@ pub(crate) mod tests {
         let text = include_str!("../../config/calldrift.example.yaml");
         let (config, warnings) = parse_text(text).expect("example config is valid");
         assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!(config.apps.len(), 2);
-        assert_eq!(config.target_count(), 2);
+        assert_eq!(config.apps.len(), 3);
+        assert_eq!(config.target_count(), 4);
     }
 }
