@@ -46,6 +46,8 @@ async fn start_sim(apps: u64) -> Sim {
             )),
             rotate: None,
             latency: None,
+            room_callback: None,
+            live_callback: None,
         })
         .collect();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -9,14 +9,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::product::Product;
 use crate::redact;
-
-/// The command words Tencent documents for `CallbackCommandList`.
-pub const DOCUMENTED_COMMANDS: [&str; 3] = [
-    "Call.CallbackAfterStartCall",
-    "Call.CallbackAfterEndCall",
-    "Call.CallbackAfterMemberChanged",
-];
 
 /// Whether a callback configuration should exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,18 +42,35 @@ pub struct Expected {
     pub ignore_commands: Vec<String>,
 }
 
+/// TUICallKit's expectation when nothing is written: see [`Expected::default_for`].
 impl Default for Expected {
     fn default() -> Self {
+        Expected::default_for(Product::Call)
+    }
+}
+
+impl Expected {
+    /// A product's expectation when nothing is written: a configuration exists with an
+    /// https URL; TUICallKit's must enable the start and end of calls and nothing else,
+    /// while TUIRoomKit's and TUILiveKit's commands are the app's choice.
+    pub fn default_for(product: Product) -> Self {
+        let (commands, extra_commands) = match product {
+            Product::Call => (
+                product.documented_commands()[..2]
+                    .iter()
+                    .map(|c| (*c).to_owned())
+                    .collect(),
+                ExtraCommands::Drift,
+            ),
+            Product::Room | Product::Live => (Vec::new(), ExtraCommands::Allow),
+        };
         Self {
             present: Presence::Required,
             url_scheme: "https".to_owned(),
             url: None,
             url_prefix: None,
-            commands: vec![
-                DOCUMENTED_COMMANDS[0].to_owned(),
-                DOCUMENTED_COMMANDS[1].to_owned(),
-            ],
-            extra_commands: ExtraCommands::Drift,
+            commands,
+            extra_commands,
             ignore_commands: Vec::new(),
         }
     }

@@ -1,4 +1,5 @@
-//! calldrift watches the TUICallKit callback configuration of Tencent Cloud Chat apps.
+//! calldrift watches the TUICallKit, TUIRoomKit and TUILiveKit callback configurations of
+//! Tencent Cloud Chat apps.
 //!
 //! - [`atomic_file`]: replacing a file atomically, never through a symlink.
 //! - [`check`]: one pass over every target, as `calldrift check` does it.
@@ -8,6 +9,7 @@
 //! - [`daemon`]: `calldrift run`: scheduler, server, state file and reloads wired together.
 //! - [`drift`]: the pure core: expected vs observed configuration, findings, fingerprint.
 //! - [`metrics`]: every Prometheus metric, registered once.
+//! - [`product`]: TUICallKit, TUIRoomKit and TUILiveKit: API families and command words.
 //! - [`ratelimit`]: the global and per-app limits every gateway call passes.
 //! - [`redact`]: how callback URLs are shown anywhere.
 //! - [`report`]: the per-target report of `check` and `/api/v1/targets`.
@@ -39,6 +41,7 @@ pub mod config;
 pub mod daemon;
 pub mod drift;
 pub mod metrics;
+pub mod product;
 pub mod ratelimit;
 pub mod redact;
 pub mod report;

@@ -6,8 +6,8 @@
 //! be some 300,000 label sets in memory. Each target instead holds one [`TargetSample`] of plain numbers, and
 //! [`write_target_families`] renders the text exposition from those at scrape time.
 //!
-//! **Invariant:** labels carry only bounded values: app, SDKAppID, region, check kind,
-//! command word (escaped, capped per target) and failure reason. Never a URL, key, user
+//! **Invariant:** labels carry only bounded values: app, SDKAppID, region, product, check
+//! kind, command word (escaped, capped per target) and failure reason. Never a URL, key, user
 //! name or error text.
 
 use std::io::Write as _;
@@ -186,7 +186,7 @@ impl Metrics {
 /// Everything one target exports, as plain numbers; labels are rendered once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetSample {
-    /// `app="…",region="…",sdkappid="…"`, escaped.
+    /// `app="…",product="…",region="…",sdkappid="…"`, escaped, in Prometheus' order.
     labels: String,
     pub up: bool,
     pub present: bool,
@@ -208,8 +208,9 @@ impl TargetSample {
     /// A target's series, all at 0, for the given command words.
     pub fn new<'a>(key: &TargetKey, commands: impl IntoIterator<Item = &'a str>) -> Self {
         let labels = format!(
-            "app=\"{}\",region=\"{}\",sdkappid=\"{}\"",
+            "app=\"{}\",product=\"{}\",region=\"{}\",sdkappid=\"{}\"",
             escape_label(&key.app),
+            key.product,
             escape_label(&key.region),
             key.sdkappid
         );
@@ -416,11 +417,7 @@ mod tests {
     use super::*;
 
     fn key() -> TargetKey {
-        TargetKey {
-            app: "a".into(),
-            sdkappid: 1400000001,
-            region: "china".into(),
-        }
+        TargetKey::new("a", 1400000001, "china", crate::product::Product::Call)
     }
 
     #[test]
@@ -438,7 +435,7 @@ mod tests {
         let text =
             String::from_utf8(m.render(|out| write_target_families(out, [&sample].into_iter())))
                 .expect("utf8");
-        let labels = "app=\"a\",region=\"china\",sdkappid=\"1400000001\"";
+        let labels = "app=\"a\",product=\"call\",region=\"china\",sdkappid=\"1400000001\"";
         for line in [
             "calldrift_build_info{revision=\"abc\",version=\"0.1.0\"} 1".to_owned(),
             "# TYPE calldrift_up gauge".to_owned(),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TargetKey;
 use crate::drift::{Finding, Observed};
+use crate::product::Product;
 use crate::redact;
 use crate::tencent::PollError;
 
@@ -95,6 +96,9 @@ pub struct TargetReport {
     pub app: String,
     pub sdkappid: u64,
     pub region: String,
+    /// `call`, `room` or `live`.
+    #[serde(default)]
+    pub product: Product,
     pub status: Verdict,
     /// The last authoritative observation, if any.
     pub observed: Option<ObservedView>,
@@ -124,6 +128,7 @@ impl TargetReport {
             app: key.app.clone(),
             sdkappid: key.sdkappid,
             region: key.region.clone(),
+            product: key.product,
             status: Verdict::of(error.is_some(), &findings),
             observed,
             findings,
@@ -182,10 +187,11 @@ impl Report {
         let mut out = String::new();
         for t in &self.targets {
             out.push_str(&format!(
-                "{} ({}, {}): {}",
+                "{} ({}, {}, {}): {}",
                 t.app,
                 t.sdkappid,
                 t.region,
+                t.product,
                 t.status.as_str()
             ));
             if let Some(error) = &t.error {

@@ -308,11 +308,7 @@ mod tests {
     fn keys(names: &[&str]) -> Vec<TargetKey> {
         names
             .iter()
-            .map(|name| TargetKey {
-                app: (*name).to_owned(),
-                sdkappid: 1,
-                region: "r".to_owned(),
-            })
+            .map(|name| TargetKey::new(name, 1, "r", crate::product::Product::Call))
             .collect()
     }
 

@@ -375,7 +375,7 @@ fn landing_page(status: &Status) -> String {
          <h1>calldrift</h1><p>{} targets: {} clean, {} drifted, {} errors. \
          <a href=\"/metrics\">metrics</a> · <a href=\"/api/v1/targets\">JSON</a> · \
          <a href=\"/-/ready\">readiness</a></p>\
-         <h2>Targets</h2><table><tr><th>app</th><th>SDKAppID</th><th>region</th><th>status</th>\
+         <h2>Targets</h2><table><tr><th>app</th><th>SDKAppID</th><th>region</th><th>product</th><th>status</th>\
          <th>last poll</th><th>callback URL</th><th>commands</th><th>findings</th><th>error</th></tr>",
         s.targets, s.clean, s.drifted, s.errors
     );
@@ -403,11 +403,12 @@ fn landing_page(status: &Status) -> String {
         };
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{class}</td><td>{}</td>\
-             <td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{class}</td>\
+             <td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&t.app),
             t.sdkappid,
             escape(&t.region),
+            t.product,
             escape(&last_poll),
             escape(&url),
             escape(&commands),
@@ -422,11 +423,12 @@ fn landing_page(status: &Status) -> String {
     for t in &transitions {
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{} ({}, {})</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{} ({}, {}, {})</td><td>{}</td><td>{}</td></tr>",
             escape(&timestamp(t.time)),
             escape(&t.app),
             t.sdkappid,
             escape(&t.region),
+            t.product,
             t.kind.as_str(),
             escape(&t.detail)
         );

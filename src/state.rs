@@ -1,5 +1,7 @@
-//! The state file: per target, the last observed config (URL redacted), its fingerprint,
-//! the last change time and the change count, so changes are news across restarts.
+//! The state file: per target (app, SDKAppID, region, product), the last observed config
+//! (URL redacted), its fingerprint, the last change time and the change count, so changes
+//! are news across restarts. A target written without a product (before products
+//! existed) is a `call` target.
 //!
 //! **Invariant:** the file on disk is always a complete, parsable document: it is written
 //! to a temporary file in the same directory, fsynced, renamed over the old one, and the
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic_file;
 use crate::config::TargetKey;
+use crate::product::Product;
 use crate::report::ObservedView;
 
 const FORMAT_VERSION: u32 = 1;
@@ -22,6 +25,9 @@ pub struct SavedTarget {
     pub app: String,
     pub sdkappid: u64,
     pub region: String,
+    /// `call` in files written before products existed.
+    #[serde(default)]
+    pub product: Product,
     /// The last authoritative observation, redacted: only the fingerprint sees the raw URL.
     pub observed: ObservedView,
     pub fingerprint: u64,
@@ -32,11 +38,7 @@ pub struct SavedTarget {
 
 impl SavedTarget {
     pub fn key(&self) -> TargetKey {
-        TargetKey {
-            app: self.app.clone(),
-            sdkappid: self.sdkappid,
-            region: self.region.clone(),
-        }
+        TargetKey::new(&self.app, self.sdkappid, &self.region, self.product)
     }
 }
 
@@ -155,6 +157,7 @@ mod tests {
             app: app.into(),
             sdkappid: 1,
             region: "china".into(),
+            product: Product::Call,
             observed: ObservedView {
                 present: true,
                 url: Some("https://h/cb?t=REDACTED".into()),
@@ -184,6 +187,49 @@ mod tests {
             leftovers.is_empty(),
             "no temporary files left: {leftovers:?}"
         );
+    }
+
+    #[test]
+    fn products_round_trip_and_a_file_from_before_products_loads_as_call() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let room = SavedTarget {
+            product: Product::Room,
+            ..saved("a")
+        };
+        save(&path, vec![saved("a"), room.clone()]).expect("save");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains("\"product\": \"room\""), "{text}");
+        let loaded = load(&path, 0).expect("load");
+        assert_eq!(loaded.targets.len(), 2, "same app and region, two products");
+        assert_eq!(loaded.targets[&room.key()], room);
+
+        // Exactly what the previous version wrote: no product field.
+        let old = r#"{
+  "version": 1,
+  "targets": [
+    {
+      "app": "a",
+      "sdkappid": 1,
+      "region": "china",
+      "observed": {
+        "present": true,
+        "url": "https://h/cb?t=REDACTED",
+        "commands": [
+          "Call.CallbackAfterEndCall"
+        ]
+      },
+      "fingerprint": 42,
+      "last_change": 1700000000.5,
+      "changes": 3
+    }
+  ]
+}"#;
+        std::fs::write(&path, old).expect("write");
+        let loaded = load(&path, 0).expect("an old file loads");
+        assert!(loaded.recovered.is_none());
+        let key = TargetKey::new("a", 1, "china", Product::Call);
+        assert_eq!(loaded.targets[&key], saved("a"));
     }
 
     #[test]

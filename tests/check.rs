@@ -277,7 +277,7 @@ async fn the_binary_exits_with_the_documented_codes_and_prints_json() {
     assert_eq!(all.status.code(), Some(1), "errors win over drift");
     let text = String::from_utf8_lossy(&all.stdout);
     assert!(
-        text.contains("notadmin (3, sim): error [auth]") && text.contains("60010"),
+        text.contains("notadmin (3, sim, call): error [auth]") && text.contains("60010"),
         "{text}"
     );
     assert!(
@@ -319,6 +319,10 @@ fn example_config(dir: &std::path::Path, state_dir: &str) -> std::path::PathBuf 
             key.to_str().expect("utf8"),
         )
         .replace(
+            "/run/secrets/calldrift/prod-rooms",
+            key.to_str().expect("utf8"),
+        )
+        .replace(
             "/var/lib/calldrift/state.json",
             dir.join(state_dir)
                 .join("state.json")
@@ -348,7 +352,7 @@ fn validate_accepts_the_example_with_its_secrets_and_warns() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("valid (2 apps, 2 targets)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid (3 apps, 4 targets)"));
 }
 
 #[test]

@@ -6,9 +6,8 @@
 use std::path::Path;
 
 use calldrift::config;
-use calldrift::drift::{
-    self, Check, DOCUMENTED_COMMANDS, Expected, ExtraCommands, Observed, Presence,
-};
+use calldrift::drift::{self, Check, Expected, ExtraCommands, Observed, Presence};
+use calldrift::product::Product;
 use calldrift::redact;
 use calldrift::secret::SecretKey;
 use calldrift::tencent::usersig;
@@ -29,7 +28,7 @@ fn config() -> ProptestConfig {
 /// A command word: one of the documented three, a near miss, or any string.
 fn command() -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => prop::sample::select(DOCUMENTED_COMMANDS.to_vec()).prop_map(str::to_owned),
+        4 => prop::sample::select(Product::Call.documented_commands().to_vec()).prop_map(str::to_owned),
         1 => Just("Call.Future".to_owned()),
         1 => Just(String::new()),
         2 => any::<String>(),
@@ -414,7 +413,7 @@ fn lenient_spellings_of_userinfo_are_redacted_too() {
         url: "https://hooks.example.com/other".to_owned(),
         commands: vec![],
     };
-    let findings = drift::check(&cfg.apps[0].expect, &observed);
+    let findings = drift::check(&cfg.apps[0].products[&Product::Call], &observed);
     let mismatch = findings.iter().find(|f| f.check == Check::UrlMismatch);
     assert!(mismatch.is_some(), "{findings:?}");
     assert!(

@@ -234,9 +234,12 @@ async fn an_unreadable_target_fails_with_every_error_and_writes_nothing() {
     assert_eq!(snap.status.code(), Some(1));
     let err = stderr(&snap);
     assert!(err.contains("2 of 3 targets could not be read"), "{err}");
-    assert!(err.contains("app down (2, nowhere): [transport]"), "{err}");
     assert!(
-        err.contains("app badkey (3, sim): [auth]") && err.contains("70009"),
+        err.contains("app down (2, nowhere, call): [transport]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("app badkey (3, sim, call): [auth]") && err.contains("70009"),
         "{err}"
     );
     assert!(err.contains("RequestId"), "{err}");
@@ -301,7 +304,7 @@ async fn regions_that_disagree_fail_naming_both_and_regions_that_agree_share_one
     .to_string();
     assert!(
         err.contains(
-            "app a (1) differs between regions: east has https://hooks.example.com/tencent/call"
+            "app a (1, call) differs between regions: east has https://hooks.example.com/tencent/call"
         ) && err.contains("west has http://plain.example.com/cb"),
         "{err}"
     );

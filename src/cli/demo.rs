@@ -30,8 +30,14 @@ pub(super) async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
             .get(index)
             .map_or_else(|| format!("app-{index}"), |n| (*n).to_owned());
         let admin = app.admins.first().map_or("administrator", String::as_str);
+        // An app the scenario gives a TUIRoomKit configuration is watched for it too.
+        let products = if app.room_callback.is_some() {
+            "    products: [call, room]\n"
+        } else {
+            ""
+        };
         yaml.push_str(&format!(
-            "  - name: {name}\n    sdkappid: {}\n    regions: [sim]\n    identifier: {admin}\n    secret_key: \"{}\"\n",
+            "  - name: {name}\n    sdkappid: {}\n    regions: [sim]\n    identifier: {admin}\n    secret_key: \"{}\"\n{products}",
             app.sdkappid, app.key
         ));
     }
@@ -47,8 +53,9 @@ pub(super) async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     println!(
         "calldrift demo: a simulated Chat API on http://{sim_addr} tells a story of four apps:"
     );
-    println!("  clean (https, both commands), plain-http (http:// URL), missing (no config),");
-    println!("  rotating (its commands change every 30 s). calldrift polls each every 5 s.");
+    println!("  clean (https, both commands, and a TUIRoomKit config watched as a second target),");
+    println!("  plain-http (http:// URL), missing (no config), rotating (its commands change");
+    println!("  every 30 s). calldrift polls each every 5 s.");
     println!();
     println!("  landing page   http://{listen}/");
     println!("  metrics        http://{listen}/metrics");

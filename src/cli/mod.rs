@@ -23,7 +23,7 @@ use crate::shard::Shard;
 pub use self::logging::init_logging;
 
 #[derive(Debug, Parser)]
-#[command(name = "calldrift", version = crate::VERSION, about = "Watches the TUICallKit callback configuration of Tencent Cloud Chat apps")]
+#[command(name = "calldrift", version = crate::VERSION, about = "Watches the TUICallKit, TUIRoomKit and TUILiveKit callback configurations of Tencent Cloud Chat apps")]
 pub struct Cli {
     /// Log level or RUST_LOG-style filter; overrides the config file and RUST_LOG.
     #[arg(long, global = true)]

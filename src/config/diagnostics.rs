@@ -1,11 +1,12 @@
 //! Problems found in a YAML file, each with its `file:line:column`, and the decoding step
 //! that finds unknown keys; shared by the config and `web_config_file`.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use super::positions::{Pos, Positions, join};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Severity {
     Error,
     Warning,
@@ -39,6 +40,9 @@ pub(crate) struct Diagnostics<'a> {
     file: &'a str,
     positions: &'a Positions,
     list: Vec<Diagnostic>,
+    /// What `list` holds, so a problem that several checks reach (a value that every
+    /// product of an app inherits) is reported once.
+    seen: HashSet<(Severity, Pos, String)>,
 }
 
 impl<'a> Diagnostics<'a> {
@@ -48,6 +52,7 @@ impl<'a> Diagnostics<'a> {
             file,
             positions,
             list: Vec::new(),
+            seen: HashSet::new(),
         }
     }
 
@@ -61,7 +66,11 @@ impl<'a> Diagnostics<'a> {
         self.positions
     }
 
+    /// Adds a problem, unless the very same one is already there.
     pub(crate) fn push(&mut self, severity: Severity, pos: Pos, message: String) {
+        if !self.seen.insert((severity, pos, message.clone())) {
+            return;
+        }
         self.list.push(Diagnostic {
             severity,
             file: self.file.to_owned(),

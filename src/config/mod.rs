@@ -33,6 +33,7 @@ use self::positions::Positions;
 use self::raw::RawConfig;
 pub use self::secrets::{Secrets, resolve_secrets, resolve_selected_secrets};
 use crate::drift::Expected;
+use crate::product::Product;
 use crate::secret::SecretKey;
 
 /// Where calldrift looks for its config when neither `--config` nor `$CALLDRIFT_CONFIG` is set.
@@ -147,7 +148,9 @@ pub struct App {
     pub identifier: String,
     pub secret: SecretSource,
     pub usersig_ttl: Duration,
-    pub expect: Expected,
+    /// The products watched (at least one; `call` when the config names none), each with
+    /// what its callback configuration should look like.
+    pub products: BTreeMap<Product, Expected>,
     /// Where the secret source is written, for resolution errors.
     pub secret_pos: Pos,
 }
@@ -169,7 +172,7 @@ pub struct Config {
     pub apps: Vec<App>,
 }
 
-/// Identifies a target in labels, logs and state: app name, SDKAppID and region.
+/// Identifies a target in labels, logs and state: app name, SDKAppID, region and product.
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -177,18 +180,47 @@ pub struct TargetKey {
     pub app: String,
     pub sdkappid: u64,
     pub region: String,
+    /// `call` when absent, as in what was written before products existed.
+    #[serde(default)]
+    pub product: Product,
+}
+
+impl TargetKey {
+    /// The key of one (app, region, product) target.
+    pub fn new(app: &str, sdkappid: u64, region: &str, product: Product) -> Self {
+        Self {
+            app: app.to_owned(),
+            sdkappid,
+            region: region.to_owned(),
+            product,
+        }
+    }
 }
 
 impl fmt::Display for TargetKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "app {} ({}, {})", self.app, self.sdkappid, self.region)
+        write!(
+            f,
+            "app {} ({}, {}, {})",
+            self.app, self.sdkappid, self.region, self.product
+        )
+    }
+}
+
+impl App {
+    /// What `product`'s configuration should look like, if the app watches it.
+    pub fn expect(&self, product: Product) -> Option<&Expected> {
+        self.products.get(&product)
     }
 }
 
 impl Config {
-    /// The number of (app, region) pairs.
+    /// The number of (app, region, product) targets.
     pub fn target_count(&self) -> usize {
-        self.apps.iter().map(|a| a.regions.len()).sum()
+        self.apps
+            .iter()
+            .map(|a| a.regions.len() * a.products.len())
+            .sum()
     }
 
     /// How long one round over every target takes at the global rate limit; the interval
@@ -331,7 +363,10 @@ pub(crate) mod tests {
         let app = &config.apps[0];
         assert_eq!(app.identifier, "administrator");
         assert_eq!(app.usersig_ttl, Duration::from_secs(86_400));
-        assert_eq!(app.expect, Expected::default());
+        assert_eq!(
+            app.products,
+            BTreeMap::from([(Product::Call, Expected::default())])
+        );
         assert_eq!(
             config.regions["singapore"].backup.as_deref(),
             Some("https://adminapisgp.my-imcloud.com")
@@ -406,7 +441,7 @@ pub(crate) mod tests {
         let text = include_str!("../../config/calldrift.example.yaml");
         let (config, warnings) = parse_text(text).expect("example config is valid");
         assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!(config.apps.len(), 2);
-        assert_eq!(config.target_count(), 2);
+        assert_eq!(config.apps.len(), 3);
+        assert_eq!(config.target_count(), 4);
     }
 }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::product::Product;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawConfig {
@@ -67,6 +69,22 @@ pub(super) struct RawExpect {
     pub(super) commands: Option<Vec<String>>,
     pub(super) extra_commands: Option<String>,
     pub(super) ignore_commands: Option<Vec<String>>,
+    /// Per-product sub-blocks, written inside a top-level block only (validation refuses
+    /// one inside another).
+    pub(super) call: Option<Box<RawExpect>>,
+    pub(super) room: Option<Box<RawExpect>>,
+    pub(super) live: Option<Box<RawExpect>>,
+}
+
+impl RawExpect {
+    /// The sub-block of `product`, if written.
+    pub(super) fn sub_block(&self, product: Product) -> Option<&RawExpect> {
+        match product {
+            Product::Call => self.call.as_deref(),
+            Product::Room => self.room.as_deref(),
+            Product::Live => self.live.as_deref(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +98,8 @@ pub(super) struct RawApp {
     pub(super) secret_key_env: Option<String>,
     pub(super) secret_key: Option<String>,
     pub(super) usersig_ttl: Option<String>,
+    /// `call`, `room`, `live`; `[call]` when not written.
+    pub(super) products: Option<Vec<String>>,
     pub(super) expect: Option<RawExpect>,
 }
 

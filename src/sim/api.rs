@@ -15,6 +15,7 @@ use super::faults::{self, FaultKind};
 use super::http::{Body, ConnAbort, json_response, read_body};
 use super::scenario::CallbackConfig;
 use super::state::ConfigState;
+use crate::product::Product;
 use crate::tencent::usersig;
 
 /// Requests per app in any 1-second window above which the gateway answers 60011.
@@ -25,19 +26,48 @@ pub(super) const MAX_API_BODY: usize = 64 * 1024;
 /// How a path's JSON body becomes its command.
 type ParseCommand = fn(&JsonObject) -> Result<Command, Reject>;
 
-/// Every API path and how its body becomes a command: the one place a path selects a
-/// command. Any other path under `/v4/` answers 60009.
-const ENDPOINTS: [(&str, ParseCommand); 3] = [
-    ("/v4/call_config/get_callback", parse_get),
-    ("/v4/call_config/set_callback", parse_set),
-    ("/v4/call_config/delete_callback", parse_delete),
+/// Every API path, the product whose configuration it reads or writes, and how its body
+/// becomes a command: the one place a path selects a command. TUICallKit's family has no
+/// `update_callback`. Any other path under `/v4/` answers 60009.
+const ENDPOINTS: [(&str, Product, ParseCommand); 11] = [
+    ("/v4/call_config/get_callback", Product::Call, parse_get),
+    ("/v4/call_config/set_callback", Product::Call, parse_set),
+    (
+        "/v4/call_config/delete_callback",
+        Product::Call,
+        parse_delete,
+    ),
+    ("/v4/room_config/get_callback", Product::Room, parse_get),
+    ("/v4/room_config/set_callback", Product::Room, parse_set),
+    (
+        "/v4/room_config/update_callback",
+        Product::Room,
+        parse_update,
+    ),
+    (
+        "/v4/room_config/delete_callback",
+        Product::Room,
+        parse_delete,
+    ),
+    ("/v4/live_config/get_callback", Product::Live, parse_get),
+    ("/v4/live_config/set_callback", Product::Live, parse_set),
+    (
+        "/v4/live_config/update_callback",
+        Product::Live,
+        parse_update,
+    ),
+    (
+        "/v4/live_config/delete_callback",
+        Product::Live,
+        parse_delete,
+    ),
 ];
 
-fn endpoint(path: &str) -> Option<ParseCommand> {
+fn endpoint(path: &str) -> Option<(Product, ParseCommand)> {
     ENDPOINTS
         .iter()
-        .find(|(known, _)| *known == path)
-        .map(|(_, parse)| *parse)
+        .find(|(known, ..)| *known == path)
+        .map(|(_, product, parse)| (*product, *parse))
 }
 
 /// A well-formed command with its body.
@@ -45,6 +75,7 @@ fn endpoint(path: &str) -> Option<ParseCommand> {
 pub(super) enum Command {
     Get,
     Set(CallbackConfig),
+    Update(CallbackConfig),
     Delete,
 }
 
@@ -53,6 +84,7 @@ impl Command {
         match self {
             Command::Get => "get_callback",
             Command::Set(_) => "set_callback",
+            Command::Update(_) => "update_callback",
             Command::Delete => "delete_callback",
         }
     }
@@ -61,6 +93,7 @@ impl Command {
 /// A well-formed API request, not yet authenticated.
 #[derive(Debug)]
 pub(super) struct ApiRequest {
+    pub(super) product: Product,
     pub(super) command: Command,
     pub(super) sdkappid: u64,
     identifier: String,
@@ -107,7 +140,7 @@ pub(super) fn lenient_sdkappid(query: &str) -> Option<u64> {
 
 /// The well-formedness checks, in the documented order: path, method, query, body.
 fn parse_api(method: &Method, path: &str, query: &str, body: &[u8]) -> Result<ApiRequest, Reject> {
-    let parse_command = endpoint(path)
+    let (product, parse_command) = endpoint(path)
         .ok_or_else(|| Reject::new(60009, "request resource error: unknown service or command"))?;
     if method != Method::POST {
         return Err(Reject::new(
@@ -119,6 +152,7 @@ fn parse_api(method: &Method, path: &str, query: &str, body: &[u8]) -> Result<Ap
     let object = parse_body_object(body)?;
     let command = parse_command(&object)?;
     Ok(ApiRequest {
+        product,
         command,
         sdkappid: query.sdkappid,
         identifier: query.identifier,
@@ -209,6 +243,10 @@ fn parse_set(object: &JsonObject) -> Result<Command, Reject> {
     parse_callback_config(object).map(Command::Set)
 }
 
+fn parse_update(object: &JsonObject) -> Result<Command, Reject> {
+    parse_callback_config(object).map(Command::Update)
+}
+
 fn parse_delete(object: &JsonObject) -> Result<Command, Reject> {
     expect_empty(object).map(|()| Command::Delete)
 }
@@ -225,7 +263,8 @@ fn expect_empty(object: &JsonObject) -> Result<(), Reject> {
     }
 }
 
-/// A set body: `Url` and `CallbackCommandList`; other fields are ignored, as gateways do.
+/// A set or update body: `Url` and `CallbackCommandList`; other fields are ignored, as
+/// gateways do.
 fn parse_callback_config(object: &JsonObject) -> Result<CallbackConfig, Reject> {
     let url = match object.get("Url") {
         Some(serde_json::Value::String(u))
@@ -310,6 +349,7 @@ pub(super) fn error_info(code: i64) -> &'static str {
         70020 => "SDKAppID not found",
         100001 => "internal server error, please retry",
         100002 => "invalid parameter",
+        100300 => "callback configuration already exists, use update_callback to change it",
         100301 => "callback configuration does not exist",
         _ => "error injected by the simulator",
     }
@@ -374,6 +414,7 @@ impl Simulator {
         let request_id = self.request_id();
         tracing::debug!(
             sdkappid = api.sdkappid,
+            product = api.product.as_str(),
             command = api.command.name(),
             error_code = code,
             request_id,
@@ -402,24 +443,30 @@ impl Simulator {
         Ok(faults::take_matching(&mut st.faults, api.sdkappid))
     }
 
-    /// Runs an admitted command: its ErrorCode and, for a get, the configuration.
+    /// Runs an admitted command on the product's configuration: its ErrorCode and, for a
+    /// get, the configuration. A set of a product whose set only creates answers 100300
+    /// when a configuration exists; an update answers 100301 when none does.
     pub(super) fn execute(&self, api: &ApiRequest) -> (i64, Option<CallbackConfig>) {
         let started = self.inner.started;
         let mut st = self.lock();
         let Some(app) = st.apps.get_mut(&api.sdkappid) else {
             return (70020, None);
         };
+        let config = app.configs.get_mut(api.product);
+        let exists = config.effective(started).is_some();
         match &api.command {
-            Command::Get => match app.call_config.effective(started) {
+            Command::Get => match config.effective(started) {
                 Some(cfg) => (0, Some(cfg)),
                 None => (100301, None),
             },
-            Command::Set(cfg) => {
-                app.call_config = ConfigState::Fixed(Some(cfg.clone()));
+            Command::Set(_) if exists && api.product.set_creates_only() => (100300, None),
+            Command::Update(_) if !exists => (100301, None),
+            Command::Set(cfg) | Command::Update(cfg) => {
+                *config = ConfigState::Fixed(Some(cfg.clone()));
                 (0, None)
             }
             Command::Delete => {
-                app.call_config = ConfigState::Fixed(None);
+                *config = ConfigState::Fixed(None);
                 (0, None)
             }
         }
@@ -687,6 +734,91 @@ mod tests {
         assert_eq!(stats.requests_total, n + 2);
         // The request without sdkappid does not count for the app.
         assert_eq!(stats.apps[&CLEAN.to_string()].requests, n + 1);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn each_product_has_its_own_config_with_its_own_set_and_update() {
+        let server = Server::start(scenario()).await;
+        let addr = server.addr;
+        let send = |product: Product, command: &'static str, body: &'static str| async move {
+            call(
+                addr,
+                Method::POST,
+                &product_uri(product, command, CLEAN),
+                body,
+            )
+            .await
+            .code()
+        };
+        let room = r#"{"Url":"https://h.example.com/room","CallbackCommandList":["Room.CallbackAfterCreateRoom"]}"#;
+        let other = r#"{"Url":"https://h.example.com/other","CallbackCommandList":["Mic.CallbackAfterSeatInfoChanged"]}"#;
+        // CLEAN has a call config only: room and live answer 100301.
+        assert_eq!(send(Product::Call, "get_callback", "{}").await, 0);
+        for product in [Product::Room, Product::Live] {
+            assert_eq!(
+                send(product, "get_callback", "{}").await,
+                100301,
+                "{product}"
+            );
+            assert_eq!(
+                send(product, "update_callback", room).await,
+                100301,
+                "{product}"
+            );
+            assert_eq!(send(product, "set_callback", room).await, 0, "{product}");
+            assert_eq!(
+                send(product, "set_callback", other).await,
+                100300,
+                "{product}"
+            );
+            assert_eq!(
+                server.sim.product_callback(CLEAN, product),
+                Some(Some(CallbackConfig::new(
+                    "https://h.example.com/room",
+                    &["Room.CallbackAfterCreateRoom"]
+                ))),
+                "a refused set changes nothing"
+            );
+            assert_eq!(
+                send(product, "update_callback", other).await,
+                0,
+                "{product}"
+            );
+            let got = call(
+                addr,
+                Method::POST,
+                &product_uri(product, "get_callback", CLEAN),
+                "{}",
+            )
+            .await
+            .json();
+            assert_eq!(got["Response"]["Url"], "https://h.example.com/other");
+            assert_eq!(send(product, "delete_callback", "{}").await, 0, "{product}");
+            assert_eq!(
+                send(product, "get_callback", "{}").await,
+                100301,
+                "{product}"
+            );
+        }
+        // Call's set overwrites, and call has no update_callback.
+        assert_eq!(send(Product::Call, "set_callback", other).await, 0);
+        assert_eq!(
+            server.sim.callback(CLEAN).flatten().map(|c| c.url),
+            Some("https://h.example.com/other".to_owned())
+        );
+        assert_eq!(send(Product::Call, "update_callback", room).await, 60009);
+        assert_eq!(send(Product::Room, "update_callback", "{}").await, 100002);
+        let stats = server.sim.stats();
+        assert_eq!(
+            stats.malformed_requests, 2,
+            "the unknown path and the empty update"
+        );
+        // One app's requests, whatever the product.
+        assert_eq!(
+            stats.apps[&CLEAN.to_string()].requests,
+            stats.requests_total
+        );
         server.stop().await;
     }
 

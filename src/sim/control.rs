@@ -1,14 +1,16 @@
 //! The control endpoints under `/__sim/`: statistics, fault rules, and each app's
-//! configuration. They change the simulator's state and are not counted as API requests.
+//! configuration per product. They change the simulator's state and are not counted as API requests.
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
 
 use super::Simulator;
 use super::api::parse_digits;
 use super::faults::FaultRule;
 use super::http::{Body, ConnAbort, json_value, not_allowed, read_body, text};
 use super::scenario::CallbackConfig;
+use crate::product::Product;
 
 const MAX_CONTROL_BODY: usize = 1024 * 1024;
 
@@ -70,33 +72,116 @@ impl Simulator {
         }
     }
 
-    /// `GET|PUT /__sim/apps/{id}`: a PUT of `null` deletes the configuration.
+    /// `GET|PUT /__sim/apps/{id}` (TUICallKit's configuration, or with a PUT body of
+    /// products every named product's) and `GET|PUT /__sim/apps/{id}/{product}`; a
+    /// configuration of `null` deletes it.
     async fn control_app(
         &self,
         method: &Method,
         id: &str,
         body: Incoming,
     ) -> Result<Response<Body>, ConnAbort> {
+        let (id, product) = match id.split_once('/') {
+            Some((id, name)) => match Product::from_name(name) {
+                Some(product) => (id, Some(product)),
+                None => return Ok(text(StatusCode::NOT_FOUND, "no such product\n")),
+            },
+            None => (id, None),
+        };
         let Some(sdkappid) = parse_digits::<u64>(id).filter(|id| self.has_app(*id)) else {
             return Ok(text(StatusCode::NOT_FOUND, "no such app\n"));
         };
+        let one = product.unwrap_or(Product::Call);
         match *method {
-            Method::GET => Ok(json_value(StatusCode::OK, &self.callback(sdkappid))),
+            Method::GET => Ok(json_value(
+                StatusCode::OK,
+                &self.product_callback(sdkappid, one),
+            )),
             Method::PUT => {
                 let Some(body) = read_body(body, MAX_CONTROL_BODY).await? else {
                     return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"));
                 };
-                let cfg: Option<CallbackConfig> = match serde_json::from_slice(&body) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        return Ok(text(StatusCode::BAD_REQUEST, &format!("{e}\n")));
-                    }
+                let update = match app_update(&body, product.is_none()) {
+                    Ok(update) => update,
+                    Err(e) => return Ok(text(StatusCode::BAD_REQUEST, &format!("{e}\n"))),
                 };
-                self.set_callback(sdkappid, cfg);
-                Ok(json_value(StatusCode::OK, &self.callback(sdkappid)))
+                Ok(match update {
+                    AppUpdate::One(cfg) => {
+                        self.set_product_callback(sdkappid, one, cfg);
+                        json_value(StatusCode::OK, &self.product_callback(sdkappid, one))
+                    }
+                    AppUpdate::Products(products) => {
+                        let mut shown = serde_json::Map::new();
+                        for (product, cfg) in products.written() {
+                            self.set_product_callback(sdkappid, product, cfg);
+                        }
+                        for product in Product::ALL {
+                            let now = self.product_callback(sdkappid, product).flatten();
+                            shown.insert(product.as_str().to_owned(), serde_json::json!(now));
+                        }
+                        json_value(StatusCode::OK, &shown)
+                    }
+                })
             }
             _ => Ok(not_allowed("GET, PUT")),
         }
+    }
+}
+
+/// What a PUT of `/__sim/apps/{id}` asks for.
+enum AppUpdate {
+    /// One configuration in wire form, or `null`: for the product of the path (TUICallKit
+    /// on the bare path, as before products existed).
+    One(Option<CallbackConfig>),
+    /// `{"call": …, "room": …, "live": …}`: each product named gets its configuration.
+    Products(ProductConfigs),
+}
+
+/// The products form of a PUT body; a product not named keeps its configuration.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProductConfigs {
+    #[serde(default, deserialize_with = "written")]
+    call: Option<Option<CallbackConfig>>,
+    #[serde(default, deserialize_with = "written")]
+    room: Option<Option<CallbackConfig>>,
+    #[serde(default, deserialize_with = "written")]
+    live: Option<Option<CallbackConfig>>,
+}
+
+impl ProductConfigs {
+    /// Each product the body names, with its configuration (`None` deletes).
+    fn written(self) -> Vec<(Product, Option<CallbackConfig>)> {
+        [
+            (Product::Call, self.call),
+            (Product::Room, self.room),
+            (Product::Live, self.live),
+        ]
+        .into_iter()
+        .filter_map(|(product, cfg)| cfg.map(|cfg| (product, cfg)))
+        .collect()
+    }
+}
+
+/// Tells a product written as `null` (`Some(None)`) from one not written (`None`).
+fn written<'de, D>(deserializer: D) -> Result<Option<Option<CallbackConfig>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<CallbackConfig>::deserialize(deserializer).map(Some)
+}
+
+/// Parses a PUT body: the products form (on the bare path only) when every key of an
+/// object names a product, else one configuration.
+fn app_update(body: &[u8], products_allowed: bool) -> Result<AppUpdate, serde_json::Error> {
+    let value: serde_json::Value = serde_json::from_slice(body)?;
+    let names_products = value.as_object().is_some_and(|object| {
+        !object.is_empty() && object.keys().all(|k| Product::from_name(k).is_some())
+    });
+    if products_allowed && names_products {
+        serde_json::from_value(value).map(AppUpdate::Products)
+    } else {
+        serde_json::from_value(value).map(AppUpdate::One)
     }
 }
 
@@ -134,6 +219,40 @@ mod tests {
         );
         assert_eq!(get_code(addr, CLEAN).await, 100301);
         assert_eq!(server.sim.callback(CLEAN), Some(None));
+
+        // Any product, by path or with a body naming products; the bare path is call's.
+        let room = r#"{"Url":"https://r.example.com/","CallbackCommandList":["Room.CallbackAfterCreateRoom"]}"#;
+        let resp = call(addr, Method::PUT, &format!("{path}/room"), room).await;
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(resp.json()["Url"], "https://r.example.com/");
+        let body = format!(r#"{{"live": {room}, "room": null}}"#);
+        let resp = call(addr, Method::PUT, &path, &body).await;
+        assert_eq!(resp.status, StatusCode::OK);
+        let json = resp.json();
+        assert_eq!(json["call"], serde_json::Value::Null);
+        assert_eq!(json["room"], serde_json::Value::Null);
+        assert_eq!(json["live"]["Url"], "https://r.example.com/");
+        let resp = call(addr, Method::GET, &format!("{path}/live"), "").await;
+        assert_eq!(resp.json()["Url"], "https://r.example.com/");
+        assert_eq!(server.sim.callback(CLEAN), Some(None), "call untouched");
+        let nope = call(addr, Method::GET, &format!("{path}/video"), "").await;
+        assert_eq!(nope.status, StatusCode::NOT_FOUND);
+        let mixed = call(
+            addr,
+            Method::PUT,
+            &path,
+            r#"{"room": null, "Url": "https://x/"}"#,
+        )
+        .await;
+        assert_eq!(mixed.status, StatusCode::BAD_REQUEST);
+        let nested = call(
+            addr,
+            Method::PUT,
+            &format!("{path}/room"),
+            r#"{"room": null}"#,
+        )
+        .await;
+        assert_eq!(nested.status, StatusCode::BAD_REQUEST);
 
         let unknown = call(addr, Method::PUT, "/__sim/apps/999", "null").await;
         assert_eq!(unknown.status, StatusCode::NOT_FOUND);

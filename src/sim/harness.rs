@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CallbackConfig, FaultKind, FaultRule, Scenario, SimApp, Simulator};
 use crate::clock::FixedClock;
+use crate::product::Product;
 use crate::secret::SecretKey;
 use crate::tencent::usersig;
 
@@ -40,6 +41,8 @@ pub(super) fn app(sdkappid: u64, key: &str, callback: Option<CallbackConfig>) ->
         callback,
         rotate: None,
         latency: None,
+        room_callback: None,
+        live_callback: None,
     }
 }
 
@@ -168,14 +171,30 @@ pub(super) fn sig(key: &str, sdkappid: u64, identifier: &str, time: u64, expire:
 }
 
 pub(super) fn uri(command: &str, sdkappid: u64, identifier: &str, usersig: &str) -> String {
+    family_uri("call_config", command, sdkappid, identifier, usersig)
+}
+
+fn family_uri(
+    family: &str,
+    command: &str,
+    sdkappid: u64,
+    identifier: &str,
+    usersig: &str,
+) -> String {
     format!(
-        "/v4/call_config/{command}?sdkappid={sdkappid}&identifier={identifier}&usersig={usersig}&random=4294967295&contenttype=json"
+        "/v4/{family}/{command}?sdkappid={sdkappid}&identifier={identifier}&usersig={usersig}&random=4294967295&contenttype=json"
     )
 }
 
 pub(super) fn good_uri(command: &str, sdkappid: u64) -> String {
+    product_uri(Product::Call, command, sdkappid)
+}
+
+/// A well-signed URI of `command` in `product`'s API family.
+pub(super) fn product_uri(product: Product, command: &str, sdkappid: u64) -> String {
     let key = if sdkappid == BARE { KEY3 } else { KEY1 };
-    uri(
+    family_uri(
+        product.api_family(),
         command,
         sdkappid,
         "administrator",

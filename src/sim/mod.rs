@@ -1,5 +1,6 @@
 //! The simulated Chat REST gateway, used by `calldrift simulate`, `calldrift demo` and the
-//! tests: a faithful stand-in for `v4/call_config/{get,set,delete}_callback`.
+//! tests: a faithful stand-in for the callback configuration APIs of TUICallKit
+//! (`v4/call_config`), TUIRoomKit (`v4/room_config`) and TUILiveKit (`v4/live_config`).
 //!
 //! # Binding
 //!
@@ -9,7 +10,10 @@
 //!
 //! # API requests
 //!
-//! `POST /v4/call_config/{get_callback,set_callback,delete_callback}?sdkappid=&identifier=&usersig=&random=&contenttype=json`.
+//! `POST /v4/call_config/{get_callback,set_callback,delete_callback}` and
+//! `POST /v4/{room_config,live_config}/{get_callback,set_callback,update_callback,delete_callback}`,
+//! each with `?sdkappid=&identifier=&usersig=&random=&contenttype=json`; each app has one
+//! configuration per product.
 //! Every API answer is HTTP 200 with `Content-Type: application/json` and the envelope
 //! `ActionStatus` (`OK`/`FAIL`), `ErrorCode`, `ErrorInfo`, `RequestId`
 //! (`Id-<32 hex>-O-Seq-<n>`, unique), plus `Response` for a successful get. Checks, in
@@ -20,19 +24,21 @@
 //!    60012; `sdkappid` not a number, `identifier` or `usersig` missing or empty, `random`
 //!    not a decimal u32, `contenttype` not `json`, a repeated query parameter → 60002; body
 //!    empty, over 64 KiB, not JSON or not a JSON object → 60003; a get/delete body other
-//!    than `{}`, or a set body without a `Url` starting with `http://`/`https://` or
-//!    without a `CallbackCommandList` of non-empty strings → 100002. Unknown query
-//!    parameters and unknown body fields of set are ignored, as gateways do.
+//!    than `{}`, or a set/update body without a `Url` starting with `http://`/`https://`
+//!    or without a `CallbackCommandList` of non-empty strings → 100002. Unknown query
+//!    parameters and unknown body fields of set/update are ignored, as gateways do.
 //! 2. Unknown `sdkappid` → 70020 (not 60006).
 //! 3. UserSig against the app's key at [`Clock::unix_secs`]: 70003 malformed, 70014
 //!    sdkappid mismatch, 70013 identifier mismatch, 70001 expired, 70009 wrong key.
 //! 4. Identifier listed in `users`, or not in `admins` → 60010.
-//! 5. More than [`PER_APP_LIMIT`] requests for the app in the trailing second → 60011
-//!    (counted in `rate_limited`).
+//! 5. More than [`PER_APP_LIMIT`] requests for the app (all products together) in the
+//!    trailing second → 60011 (counted in `rate_limited`).
 //! 6. The first matching fault rule, if any (see [`FaultKind`]).
-//! 7. The command: get → 0 with `Response: {"Url", "CallbackCommandList"}`, or 100301
-//!    without `Response`; set → 0 (creates or overwrites); delete → 0 (also when there was
-//!    no configuration).
+//! 7. The command, on the path's product: get → 0 with `Response: {"Url",
+//!    "CallbackCommandList"}`, or 100301 without `Response`; set → 0 (call's creates or
+//!    overwrites; room's and live's create only, 100300 when a configuration exists);
+//!    update (room, live) → 0, or 100301 when none exists; delete → 0 (also when there
+//!    was no configuration).
 //!
 //! # Statistics
 //!
@@ -45,14 +51,18 @@
 //!
 //! # Control endpoints
 //!
-//! `GET /__sim/stats` ([`SimStats`]), `GET|PUT /__sim/apps/{sdkappid}` (body a
-//! [`CallbackConfig`] in wire form, or `null` to delete; 404 for unknown apps),
-//! `GET|PUT /__sim/faults` (a JSON array of [`FaultRule`]). Anything else is 404.
+//! `GET /__sim/stats` ([`SimStats`]); `GET|PUT /__sim/apps/{sdkappid}` (TUICallKit's
+//! configuration: body a [`CallbackConfig`] in wire form, or `null` to delete; a PUT body
+//! `{"call": …, "room": …, "live": …}` sets each product it names and answers all three);
+//! `GET|PUT /__sim/apps/{sdkappid}/{product}` (one product's; 404 for unknown apps and
+//! products); `GET|PUT /__sim/faults` (a JSON array of [`FaultRule`], applied to every
+//! product of the app). Anything else is 404.
 //!
 //! # Rotation
 //!
-//! An app with [`Rotate`] shows `configs[(elapsed / every) % len]`, where `elapsed` is
-//! real (monotonic) time since [`Simulator::new`], not the [`Clock`].
+//! An app with [`Rotate`] shows as its TUICallKit configuration
+//! `configs[(elapsed / every) % len]`, where `elapsed` is real (monotonic) time since
+//! [`Simulator::new`], not the [`Clock`].
 //!
 //! # Distance
 //!
@@ -71,7 +81,8 @@
 //! - `tls`: the generated or given certificate, and the CA file.
 //! - `connection`: one connection: closing after answers or when idle, resets.
 //! - `flags`: the `simulate` flags that override the scenario's latency, TLS, closing.
-//! - `state`: what requests read and change: apps, configurations, fault rules, counters.
+//! - `state`: what requests read and change: apps, configurations per product, fault
+//!   rules, counters.
 //! - `api`: the `/v4/` handlers: parsing, UserSig, ErrorCodes, commands, envelopes.
 //! - `faults`: fault rules, which one a request meets, and what each kind does.
 //! - `stats`: request counting and the largest 1-second window.
@@ -103,6 +114,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::clock::Clock;
+use crate::product::Product;
 
 pub use self::api::PER_APP_LIMIT;
 pub use self::connection::Connections;
@@ -177,21 +189,41 @@ impl Simulator {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Replaces an app's configuration (and any rotation); `None` deletes it. Unknown
-    /// apps are ignored (see [`Simulator::has_app`]).
+    /// Replaces an app's TUICallKit configuration (and any rotation); `None` deletes it.
+    /// Unknown apps are ignored (see [`Simulator::has_app`]).
     pub fn set_callback(&self, sdkappid: u64, cfg: Option<CallbackConfig>) {
+        self.set_product_callback(sdkappid, Product::Call, cfg);
+    }
+
+    /// Replaces an app's configuration of `product` (and any rotation); `None` deletes it.
+    /// Unknown apps are ignored.
+    pub fn set_product_callback(
+        &self,
+        sdkappid: u64,
+        product: Product,
+        cfg: Option<CallbackConfig>,
+    ) {
         if let Some(app) = self.lock().apps.get_mut(&sdkappid) {
-            app.call_config = ConfigState::Fixed(cfg);
+            *app.configs.get_mut(product) = ConfigState::Fixed(cfg);
         }
     }
 
-    /// The configuration get_callback would answer now: `None` for an unknown app,
-    /// `Some(None)` for an app without configuration.
+    /// The TUICallKit configuration get_callback would answer now: `None` for an unknown
+    /// app, `Some(None)` for an app without configuration.
     pub fn callback(&self, sdkappid: u64) -> Option<Option<CallbackConfig>> {
+        self.product_callback(sdkappid, Product::Call)
+    }
+
+    /// Like [`Simulator::callback`], for `product`.
+    pub fn product_callback(
+        &self,
+        sdkappid: u64,
+        product: Product,
+    ) -> Option<Option<CallbackConfig>> {
         let st = self.lock();
         st.apps
             .get(&sdkappid)
-            .map(|app| app.call_config.effective(self.inner.started))
+            .map(|app| app.configs.get(product).effective(self.inner.started))
     }
 
     /// Whether the scenario has this app.

@@ -49,7 +49,8 @@ pub struct SimApp {
     /// Known accounts that are not admins (answered 60010).
     #[serde(default)]
     pub users: Vec<String>,
-    /// The initial configuration; none means get answers 100301.
+    /// The initial TUICallKit configuration (`v4/call_config`); none means get answers
+    /// 100301.
     #[serde(default)]
     pub callback: Option<CallbackConfig>,
     /// A scripted story instead of `callback`.
@@ -58,6 +59,12 @@ pub struct SimApp {
     /// This app's answer latency, instead of the scenario's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<Latency>,
+    /// The initial TUIRoomKit configuration (`v4/room_config`).
+    #[serde(default)]
+    pub room_callback: Option<CallbackConfig>,
+    /// The initial TUILiveKit configuration (`v4/live_config`).
+    #[serde(default)]
+    pub live_callback: Option<CallbackConfig>,
 }
 
 fn default_admins() -> Vec<String> {
@@ -74,6 +81,8 @@ impl fmt::Debug for SimApp {
             .field("callback", &self.callback)
             .field("rotate", &self.rotate)
             .field("latency", &self.latency)
+            .field("room_callback", &self.room_callback)
+            .field("live_callback", &self.live_callback)
             .finish()
     }
 }
@@ -337,6 +346,8 @@ apps:
   - sdkappid: 7
     key: k
     callback: {url: "https://x/", commands: [a]}
+    room_callback: {url: "https://r/", commands: [b]}
+    live_callback: {Url: "https://l/", CallbackCommandList: []}
 faults:
   - {sdkappid: 7, kind: http_status, status: 502, count: 3}
   - {sdkappid: 7, kind: delay, delay: 1s 500ms}
@@ -356,6 +367,14 @@ faults:
         assert_eq!(
             scenario.apps[0].callback,
             Some(CallbackConfig::new("https://x/", &["a"]))
+        );
+        assert_eq!(
+            scenario.apps[0].room_callback,
+            Some(CallbackConfig::new("https://r/", &["b"]))
+        );
+        assert_eq!(
+            scenario.apps[0].live_callback,
+            Some(CallbackConfig::new("https://l/", &[]))
         );
         let kinds: Vec<FaultKind> = scenario.faults.iter().map(|f| f.kind.clone()).collect();
         assert_eq!(
@@ -551,6 +570,10 @@ latency: {fixed: 1s, spread: 2ms}
         let clean = scenario.apps[0].callback.as_ref().unwrap();
         assert!(clean.url.starts_with("https://"));
         assert_eq!(clean.commands, vec![START, END]);
+        let room = scenario.apps[0].room_callback.as_ref().unwrap();
+        assert!(room.url.starts_with("https://"));
+        assert!(scenario.apps.iter().all(|a| a.live_callback.is_none()));
+        assert!(scenario.apps[1..].iter().all(|a| a.room_callback.is_none()));
         assert!(
             scenario.apps[1]
                 .callback

@@ -1,5 +1,6 @@
 //! What requests read and change, behind the simulator's one lock: each app's key,
-//! accounts, configuration and counters, the fault rules in force, the gateway totals.
+//! accounts, configuration per product and counters, the fault rules in force, the
+//! gateway totals.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
@@ -7,6 +8,7 @@ use std::time::Instant;
 use super::faults::FaultRule;
 use super::scenario::{CallbackConfig, Rotate, Scenario, SimApp};
 use super::stats::{AppCounts, Totals};
+use crate::product::Product;
 use crate::secret::SecretKey;
 
 /// The simulator's mutable state.
@@ -16,14 +18,39 @@ pub(super) struct State {
     pub(super) totals: Totals,
 }
 
-/// One app: who may call it, its configuration, how much it was called.
+/// One app: who may call it, its configuration per product, how much it was called.
 pub(super) struct AppState {
     pub(super) key: SecretKey,
     pub(super) admins: HashSet<String>,
     pub(super) users: HashSet<String>,
-    /// What `v4/call_config/*_callback` reads and writes.
-    pub(super) call_config: ConfigState,
+    /// What `v4/{call,room,live}_config/*_callback` read and write.
+    pub(super) configs: Configs,
     pub(super) counts: AppCounts,
+}
+
+/// One configuration per product, as the gateway keeps them per SDKAppID.
+pub(super) struct Configs {
+    call: ConfigState,
+    room: ConfigState,
+    live: ConfigState,
+}
+
+impl Configs {
+    pub(super) fn get(&self, product: Product) -> &ConfigState {
+        match product {
+            Product::Call => &self.call,
+            Product::Room => &self.room,
+            Product::Live => &self.live,
+        }
+    }
+
+    pub(super) fn get_mut(&mut self, product: Product) -> &mut ConfigState {
+        match product {
+            Product::Call => &mut self.call,
+            Product::Room => &mut self.room,
+            Product::Live => &mut self.live,
+        }
+    }
 }
 
 /// A configuration as it stands: fixed (possibly absent), or a scripted rotation.
@@ -45,7 +72,7 @@ impl State {
 
 impl AppState {
     fn new(app: SimApp) -> (u64, AppState) {
-        let call_config = match app.rotate {
+        let call = match app.rotate {
             Some(rotate) if !rotate.configs.is_empty() => ConfigState::Rotating(rotate),
             _ => ConfigState::Fixed(app.callback),
         };
@@ -53,7 +80,11 @@ impl AppState {
             key: SecretKey::new(app.key),
             admins: app.admins.into_iter().collect(),
             users: app.users.into_iter().collect(),
-            call_config,
+            configs: Configs {
+                call,
+                room: ConfigState::Fixed(app.room_callback),
+                live: ConfigState::Fixed(app.live_callback),
+            },
             counts: AppCounts::default(),
         };
         (app.sdkappid, state)

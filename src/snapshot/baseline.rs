@@ -1,16 +1,17 @@
 //! What each app showed becomes its expectation: every target must have an authoritative
-//! answer, the regions of an app must agree, and the URL must parse (see the rules in the
-//! [module doc](super)).
+//! answer, the regions of an app must agree for each product, and the URL must parse (see
+//! the rules in the [module doc](super)).
 
 use std::collections::BTreeMap;
 
 use crate::config::{Config, TargetKey};
 use crate::drift::{Expected, ExtraCommands, Observed, Presence};
+use crate::product::Product;
 use crate::tencent::PollOutcome;
 
 use super::{Disagreement, Failure, SnapshotError};
 
-/// What one app's `expect:` becomes.
+/// What one product's expectation becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Baseline {
     Absent,
@@ -22,39 +23,51 @@ pub enum Baseline {
     },
 }
 
-/// An app's baseline with one of the observations it came from, for the final check.
+/// A product's baseline with one of the observations it came from, for the final check.
 #[derive(Debug, Clone)]
-pub struct AppBaseline {
+pub struct ProductBaseline {
     pub baseline: Baseline,
     pub observed: Observed,
 }
 
+/// What one app's `expect:` becomes: a baseline for each product it watches (TUICallKit's
+/// at the top of the block, the others in their sub-blocks).
+#[derive(Debug, Clone, Default)]
+pub struct AppBaseline {
+    pub products: BTreeMap<Product, ProductBaseline>,
+}
+
 /// The pure part of [`observe`](super::observe): every target must have an authoritative
-/// answer, and the regions of an app must agree.
+/// answer, and the regions of an app must agree for each product.
 pub fn baselines(
     config: &Config,
     outcomes: &mut BTreeMap<TargetKey, PollOutcome>,
 ) -> Result<BTreeMap<String, AppBaseline>, SnapshotError> {
     let observed = authoritative(config, outcomes)?;
     let origin = &config.origin;
-    let mut apps: BTreeMap<String, (String, AppBaseline)> = BTreeMap::new();
+    let mut apps: BTreeMap<String, AppBaseline> = BTreeMap::new();
+    // Where each (app, product) baseline was first seen.
+    let mut first_regions: BTreeMap<(String, Product), String> = BTreeMap::new();
     for (key, seen) in observed {
         let baseline = baseline_of(origin, &key, &seen)?;
-        match apps.get(&key.app) {
+        let products = &mut apps.entry(key.app.clone()).or_default().products;
+        match products.get(&key.product) {
             None => {
-                apps.insert(
-                    key.app.clone(),
-                    (
-                        key.region.clone(),
-                        AppBaseline {
-                            baseline,
-                            observed: seen,
-                        },
-                    ),
+                first_regions.insert((key.app.clone(), key.product), key.region.clone());
+                products.insert(
+                    key.product,
+                    ProductBaseline {
+                        baseline,
+                        observed: seen,
+                    },
                 );
             }
-            Some((_, first)) if first.baseline == baseline => {}
-            Some((first_region, first)) => {
+            Some(first) if first.baseline == baseline => {}
+            Some(first) => {
+                let first_region = first_regions
+                    .get(&(key.app.clone(), key.product))
+                    .cloned()
+                    .unwrap_or_default();
                 let (a, b) = (
                     crate::report::summary(&first.observed),
                     crate::report::summary(&seen),
@@ -63,7 +76,8 @@ pub fn baselines(
                     origin: origin.clone(),
                     app: key.app.clone(),
                     sdkappid: key.sdkappid,
-                    first_region: first_region.clone(),
+                    product: key.product,
+                    first_region,
                     hidden: if a == b {
                         " (they differ in the URL's query or userinfo, which is shown redacted)"
                     } else {
@@ -76,10 +90,7 @@ pub fn baselines(
             }
         }
     }
-    Ok(apps
-        .into_iter()
-        .map(|(name, (_, app))| (name, app))
-        .collect())
+    Ok(apps)
 }
 
 /// What every target of `config` showed, in the config's order; any target without an
@@ -90,35 +101,34 @@ fn authoritative(
 ) -> Result<Vec<(TargetKey, Observed)>, SnapshotError> {
     let mut failures = Vec::new();
     let mut observed = Vec::new();
-    for app in &config.apps {
-        for region in &app.regions {
-            let key = TargetKey {
-                app: app.name.clone(),
-                sdkappid: app.sdkappid,
-                region: region.clone(),
-            };
-            match outcomes.remove(&key) {
-                Some(PollOutcome {
-                    result: Ok(seen), ..
-                }) => observed.push((key, seen)),
-                Some(PollOutcome {
-                    result: Err(e),
-                    request_id,
-                    ..
-                }) => failures.push(Failure {
-                    key,
-                    class: e.kind().to_owned(),
-                    error: e.to_string(),
-                    request_id,
-                }),
-                None => failures.push(Failure {
-                    key,
-                    class: "internal".to_owned(),
-                    error: "no poll result (no secret resolved, or the poll task failed)"
-                        .to_owned(),
-                    request_id: None,
-                }),
-            }
+    let keys = config.apps.iter().flat_map(|app| {
+        app.regions.iter().flat_map(move |region| {
+            app.products
+                .keys()
+                .map(move |product| TargetKey::new(&app.name, app.sdkappid, region, *product))
+        })
+    });
+    for key in keys {
+        match outcomes.remove(&key) {
+            Some(PollOutcome {
+                result: Ok(seen), ..
+            }) => observed.push((key, seen)),
+            Some(PollOutcome {
+                result: Err(e),
+                request_id,
+                ..
+            }) => failures.push(Failure {
+                key,
+                class: e.kind().to_owned(),
+                error: e.to_string(),
+                request_id,
+            }),
+            None => failures.push(Failure {
+                key,
+                class: "internal".to_owned(),
+                error: "no poll result (no secret resolved, or the poll task failed)".to_owned(),
+                request_id: None,
+            }),
         }
     }
     if !failures.is_empty() {
@@ -150,6 +160,7 @@ pub(super) fn baseline_of(
                 app: key.app.clone(),
                 sdkappid: key.sdkappid,
                 region: key.region.clone(),
+                product: key.product,
                 url: crate::redact::url(url),
             }),
         },
@@ -157,7 +168,7 @@ pub(super) fn baseline_of(
 }
 
 impl Baseline {
-    /// Whether the expectation `config` parsed for the app is this baseline.
+    /// Whether the expectation `config` parsed for the app's product is this baseline.
     pub(super) fn is(&self, expect: &Expected) -> bool {
         match self {
             // `present: false` is all that is written; the rest is inherited and irrelevant.
@@ -191,11 +202,7 @@ mod tests {
     fn failures_disagreements_and_bad_urls_are_errors_naming_the_place() {
         let text = "regions:\n  r1: \"http://127.0.0.1:1\"\n  r2: \"http://127.0.0.1:2\"\napps:\n  - name: a\n    sdkappid: 1\n    regions: [r1, r2]\n    secret_key_env: K\n";
         let config = parse(text);
-        let key = |region: &str| TargetKey {
-            app: "a".into(),
-            sdkappid: 1,
-            region: region.into(),
-        };
+        let key = |region: &str| TargetKey::new("a", 1, region, Product::Call);
         let ok = |seen: Observed| PollOutcome {
             result: Ok(seen),
             request_id: Some("req-1".into()),
@@ -215,7 +222,7 @@ mod tests {
             .expect_err("disagree")
             .to_string();
         assert!(
-            err.contains("app a (1) differs between regions: r1 has https://h.example.com/?t=REDACTED [Call.CallbackAfterStartCall], r2 has")
+            err.contains("app a (1, call) differs between regions: r1 has https://h.example.com/?t=REDACTED [Call.CallbackAfterStartCall], r2 has")
                 && err.contains("shown redacted"),
             "{err}"
         );
@@ -236,7 +243,9 @@ mod tests {
             .to_string();
         assert!(err.contains("1 of 2 targets could not be read"), "{err}");
         assert!(
-            err.contains("  app a (1, r2): [transport] transport error: refused (RequestId req-9)"),
+            err.contains(
+                "  app a (1, r2, call): [transport] transport error: refused (RequestId req-9)"
+            ),
             "{err}"
         );
 
@@ -247,13 +256,16 @@ mod tests {
         let err = baselines(&config, &mut outcomes)
             .expect_err("unparsable")
             .to_string();
-        assert!(err.contains("app a (1, r1): the callback URL"), "{err}");
+        assert!(
+            err.contains("app a (1, r1, call): the callback URL"),
+            "{err}"
+        );
         assert!(!err.contains("t=1"), "redacted: {err}");
 
         let mut outcomes = BTreeMap::from([(key("r1"), ok(Observed::Absent))]);
         let err = baselines(&config, &mut outcomes)
             .expect_err("missing")
             .to_string();
-        assert!(err.contains("app a (1, r2): [internal]"), "{err}");
+        assert!(err.contains("app a (1, r2, call): [internal]"), "{err}");
     }
 }

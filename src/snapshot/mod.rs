@@ -4,6 +4,10 @@
 //!
 //! # What one app's baseline says
 //!
+//! Each product the app watches gets its own baseline: TUICallKit's fields at the top of
+//! the app's `expect:` (as before products existed), TUIRoomKit's and TUILiveKit's in its
+//! `room:` and `live:` sub-blocks. Per product:
+//!
 //! - Observed present: `present: true`, `url:` the exact URL (query tokens included: it must
 //!   match byte for byte), `url_scheme:` its lower-case scheme (so a deliberate `http://`
 //!   app does not drift), `url_prefix: null` (clears a global prefix), `commands:` the
@@ -12,10 +16,10 @@
 //! - Observed absent (100301): `present: false` alone; the inherited fields cannot matter.
 //! - An unparsable URL fails the snapshot: `url_scheme` would drift whatever it says, and a
 //!   baseline that does not check clean is worse than none.
-//! - An app whose regions disagree fails the snapshot, naming both regions: one `expect:`
-//!   cannot describe two configurations.
+//! - An app whose regions disagree about a product fails the snapshot, naming both
+//!   regions: one `expect:` cannot describe two configurations.
 //! - Any target that cannot be read fails the snapshot, listing every failure (app, region,
-//!   class, RequestId), and nothing is written: a partial baseline would silently bless
+//!   product, class, RequestId), and nothing is written: a partial baseline would silently bless
 //!   whatever the missing targets hold.
 //!
 //! # How the file is preserved
@@ -66,6 +70,7 @@ use crate::atomic_file;
 use crate::check;
 use crate::clock::Clock;
 use crate::config::{Config, SecretSource, Secrets, TargetKey};
+use crate::product::Product;
 use crate::tencent::{ClientError, PollOutcome};
 
 mod baseline;
@@ -73,7 +78,7 @@ mod rewrite;
 mod splice;
 mod verify;
 
-pub use baseline::{AppBaseline, Baseline, baselines};
+pub use baseline::{AppBaseline, Baseline, ProductBaseline, baselines};
 
 /// The first words of the header, also how an earlier snapshot's header is recognised.
 const HEADER_MARK: &str = "# calldrift snapshot";
@@ -96,13 +101,14 @@ pub enum SnapshotError {
     #[error(transparent)]
     RegionsDisagree(Box<Disagreement>),
     #[error(
-        "snapshot of {origin}: app {app} ({sdkappid}, {region}): the callback URL {url} is not a parsable URL, so url_scheme would drift whatever the baseline says; fix the callback URL and snapshot again"
+        "snapshot of {origin}: app {app} ({sdkappid}, {region}, {product}): the callback URL {url} is not a parsable URL, so url_scheme would drift whatever the baseline says; fix the callback URL and snapshot again"
     )]
     UnparsableUrl {
         origin: String,
         app: String,
         sdkappid: u64,
         region: String,
+        product: Product,
         /// Redacted.
         url: String,
     },
@@ -115,15 +121,16 @@ pub enum SnapshotError {
     },
 }
 
-/// An app whose regions answered differently.
+/// An app whose regions answered differently for one product.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "snapshot of {origin}: app {app} ({sdkappid}) differs between regions: {first_region} has {first}, {second_region} has {second}{hidden}; one expect: cannot describe both, so align the regions or split the app"
+    "snapshot of {origin}: app {app} ({sdkappid}, {product}) differs between regions: {first_region} has {first}, {second_region} has {second}{hidden}; one expect: cannot describe both, so align the regions or split the app"
 )]
 pub struct Disagreement {
     pub origin: String,
     pub app: String,
     pub sdkappid: u64,
+    pub product: Product,
     pub first_region: String,
     /// Redacted, as [`Observed::describe`](crate::drift::Observed::describe) shows it.
     pub first: String,
@@ -299,9 +306,10 @@ mod fixtures {
     use std::collections::BTreeMap;
     use std::path::Path;
 
-    use super::{AppBaseline, Snapshot, baseline::baseline_of, render};
+    use super::{AppBaseline, ProductBaseline, Snapshot, baseline::baseline_of, render};
     use crate::config::{self, Config, TargetKey};
     use crate::drift::Observed;
+    use crate::product::Product;
 
     pub(super) const START: &str = "Call.CallbackAfterStartCall";
     pub(super) const END: &str = "Call.CallbackAfterEndCall";
@@ -319,31 +327,54 @@ mod fixtures {
             .0
     }
 
-    /// Baselines from `seen` per app name, in the order of the config's apps.
+    /// Baselines from `seen` per app name, in the order of the config's apps; every product
+    /// of an app saw the same.
     pub(super) fn baselines_for(
         config: &Config,
         seen: &[Observed],
+    ) -> BTreeMap<String, AppBaseline> {
+        let by_product: Vec<Vec<Observed>> = config
+            .apps
+            .iter()
+            .zip(seen)
+            .map(|(app, seen)| vec![seen.clone(); app.products.len()])
+            .collect();
+        baselines_by_product(config, &by_product)
+    }
+
+    /// Baselines from `seen[app][product]`, the products of each app in order.
+    pub(super) fn baselines_by_product(
+        config: &Config,
+        seen: &[Vec<Observed>],
     ) -> BTreeMap<String, AppBaseline> {
         config
             .apps
             .iter()
             .zip(seen)
             .map(|(app, seen)| {
-                let key = TargetKey {
-                    app: app.name.clone(),
-                    sdkappid: app.sdkappid,
-                    region: app.regions[0].clone(),
-                };
-                let baseline = baseline_of("c.yaml", &key, seen).expect("baseline");
-                (
-                    app.name.clone(),
-                    AppBaseline {
-                        baseline,
-                        observed: seen.clone(),
-                    },
-                )
+                let products = app
+                    .products
+                    .keys()
+                    .zip(seen)
+                    .map(|(product, seen)| {
+                        let key =
+                            TargetKey::new(&app.name, app.sdkappid, &app.regions[0], *product);
+                        let baseline = baseline_of("c.yaml", &key, seen).expect("baseline");
+                        let observed = seen.clone();
+                        (*product, ProductBaseline { baseline, observed })
+                    })
+                    .collect::<BTreeMap<Product, ProductBaseline>>();
+                (app.name.clone(), AppBaseline { products })
             })
             .collect()
+    }
+
+    /// Whether `app` (parsed from a snapshot) expects of TUICallKit its baseline in `want`.
+    pub(super) fn is_call_baseline(want: &AppBaseline, app: &config::App) -> bool {
+        match (want.products.get(&Product::Call), app.expect(Product::Call)) {
+            (Some(want), Some(got)) => want.baseline.is(got),
+            _ => false,
+        }
     }
 
     pub(super) fn snap(text: &str, seen: &[Observed]) -> Snapshot {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use yaml_serde::Value;
 
 use super::{AppBaseline, Baseline};
+use crate::product::Product;
 
 /// The fallback: parse into a `yaml_serde::Value`, replace each app's `expect`, serialize.
 pub(super) fn rewrite(text: &str, apps: &BTreeMap<String, AppBaseline>) -> Result<String, String> {
@@ -19,10 +20,9 @@ pub(super) fn rewrite(text: &str, apps: &BTreeMap<String, AppBaseline>) -> Resul
                 .and_then(Value::as_str)
                 .ok_or("an app without a name")?
                 .to_owned();
-            let baseline = &apps
+            let baseline = apps
                 .get(&name)
-                .ok_or_else(|| format!("app {name} was not observed"))?
-                .baseline;
+                .ok_or_else(|| format!("app {name} was not observed"))?;
             // Insert keeps the position of an existing key, so `expect` stays where it was.
             map.insert(Value::String("expect".to_owned()), baseline.value());
         }
@@ -30,8 +30,31 @@ pub(super) fn rewrite(text: &str, apps: &BTreeMap<String, AppBaseline>) -> Resul
     yaml_serde::to_string(&doc).map_err(|e| format!("YAML: {e}"))
 }
 
+impl AppBaseline {
+    /// The app's baselines as a YAML mapping, with the same entries the splice writes:
+    /// TUICallKit's at the top, a sub-block per other product.
+    fn value(&self) -> Value {
+        let mut map = yaml_serde::Mapping::new();
+        for (product, watched) in &self.products {
+            let Value::Mapping(fields) = watched.baseline.value() else {
+                continue;
+            };
+            match product {
+                Product::Call => map.extend(fields),
+                other => {
+                    map.insert(
+                        Value::String(other.as_str().to_owned()),
+                        Value::Mapping(fields),
+                    );
+                }
+            }
+        }
+        Value::Mapping(map)
+    }
+}
+
 impl Baseline {
-    /// The baseline as a YAML mapping, with the same entries the splice writes.
+    /// One product's baseline as a YAML mapping.
     fn value(&self) -> Value {
         let mut map = yaml_serde::Mapping::new();
         let key = |k: &str| Value::String(k.to_owned());
@@ -64,7 +87,11 @@ impl Baseline {
 mod tests {
     use std::path::Path;
 
-    use crate::snapshot::fixtures::{START, baselines_for, parse, present};
+    use crate::drift::{Observed, Presence};
+    use crate::product::Product;
+    use crate::snapshot::fixtures::{
+        START, baselines_by_product, baselines_for, is_call_baseline, parse, present,
+    };
     use crate::snapshot::render;
 
     #[test]
@@ -82,6 +109,29 @@ mod tests {
             out.text
         );
         assert!(!out.text.contains("# note"));
-        assert!(apps["a"].baseline.is(&parse(&out.text).apps[0].expect));
+        assert!(is_call_baseline(&apps["a"], &parse(&out.text).apps[0]));
+    }
+
+    #[test]
+    fn the_fallback_writes_other_products_into_their_sub_blocks() {
+        let text = "expect: &shared\n  present: true\napps:\n  - name: a\n    sdkappid: 1\n    regions: [china]\n    secret_key_env: K\n    products: [call, live]\n    expect: *shared\n";
+        let config = parse(text);
+        let live = present(
+            "https://h.example.com/live",
+            &["Live.CallbackAfterCreateRoom"],
+        );
+        let apps = baselines_by_product(&config, &[vec![Observed::Absent, live]]);
+        let out =
+            render(text, &config, &apps, Path::new("/etc/calldrift"), "# h\n").expect("rewritten");
+        assert!(!out.comments_kept);
+        let again = parse(&out.text);
+        let app = &again.apps[0];
+        assert_eq!(
+            app.expect(Product::Call).map(|e| e.present),
+            Some(Presence::Forbidden)
+        );
+        let live = app.expect(Product::Live).expect("live watched");
+        assert_eq!(live.url.as_deref(), Some("https://h.example.com/live"));
+        assert!(out.text.contains("  live:\n"), "{}", out.text);
     }
 }

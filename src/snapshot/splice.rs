@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use saphyr_parser::{Event, Parser};
 
 use super::{AppBaseline, Baseline};
+use crate::product::Product;
 
 /// Deeper YAML than this is not something a config needs; the walk gives up (and the
 /// fallback takes over) instead of recursing without bound.
@@ -63,10 +64,9 @@ pub(super) fn splice(text: &str, apps: &BTreeMap<String, AppBaseline>) -> Result
     let mut edits = Vec::new();
     for spot in &spots {
         let name = spot.name.as_deref().ok_or("an app without a plain name")?;
-        let baseline = &apps
+        let baseline = apps
             .get(name)
-            .ok_or_else(|| format!("app {name} was not observed"))?
-            .baseline;
+            .ok_or_else(|| format!("app {name} was not observed"))?;
         edits.push(edit(&chars, spot, name, baseline)?);
     }
     if edits.len() != apps.len() {
@@ -81,7 +81,12 @@ pub(super) fn splice(text: &str, apps: &BTreeMap<String, AppBaseline>) -> Result
 
 /// The edit that gives the app at `spot` its baseline: its `expect:` value replaced, or an
 /// `expect:` added after its last entry.
-fn edit(chars: &[char], spot: &AppSpot, name: &str, baseline: &Baseline) -> Result<Edit, String> {
+fn edit(
+    chars: &[char],
+    spot: &AppSpot,
+    name: &str,
+    baseline: &AppBaseline,
+) -> Result<Edit, String> {
     let (from, to, new) = match (&spot.expect, spot.flow) {
         (Some(expect), flow) => {
             // After the `:` that follows the key; only blanks may sit between.
@@ -159,7 +164,7 @@ fn apply(text: &str, mut edits: Vec<Edit>) -> Result<String, String> {
 }
 
 /// The baseline as block lines at `indent`, each starting on a new line.
-fn indented(baseline: &Baseline, indent: usize) -> String {
+fn indented(baseline: &AppBaseline, indent: usize) -> String {
     let pad = " ".repeat(indent);
     baseline
         .block_lines()
@@ -385,39 +390,71 @@ impl Baseline {
             ],
         }
     }
+}
+
+impl AppBaseline {
+    /// TUICallKit's fields at the top, then a sub-block per other product.
+    fn fields(&self) -> Vec<(&'static str, Field)> {
+        let mut fields = Vec::new();
+        for (product, watched) in &self.products {
+            match product {
+                Product::Call => fields.extend(watched.baseline.fields()),
+                other => fields.push((other.as_str(), Field::Map(watched.baseline.fields()))),
+            }
+        }
+        fields
+    }
 
     /// A block mapping, one line per entry, without indentation.
     fn block_lines(&self) -> Vec<String> {
-        let mut lines = Vec::new();
-        for (key, field) in self.fields() {
-            match field {
-                Field::Raw(value) => lines.push(format!("{key}: {value}")),
-                Field::List(items) if items.is_empty() => lines.push(format!("{key}: []")),
-                Field::List(items) => {
-                    lines.push(format!("{key}:"));
-                    lines.extend(items.iter().map(|item| format!("  - {item}")));
-                }
-            }
-        }
-        lines
+        block_lines(self.fields())
     }
 
     /// A flow mapping on one line, for flow-style apps.
     fn flow(&self) -> String {
-        let entries: Vec<String> = self
-            .fields()
-            .into_iter()
-            .map(|(key, field)| match field {
-                Field::Raw(value) => format!("{key}: {value}"),
-                Field::List(items) => format!("{key}: [{}]", items.join(", ")),
-            })
-            .collect();
-        format!("{{{}}}", entries.join(", "))
+        flow(self.fields())
     }
 }
+
+/// `fields` as block lines, a nested mapping two spaces in.
+fn block_lines(fields: Vec<(&'static str, Field)>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (key, field) in fields {
+        match field {
+            Field::Raw(value) => lines.push(format!("{key}: {value}")),
+            Field::List(items) if items.is_empty() => lines.push(format!("{key}: []")),
+            Field::List(items) => {
+                lines.push(format!("{key}:"));
+                lines.extend(items.iter().map(|item| format!("  - {item}")));
+            }
+            Field::Map(entries) => {
+                lines.push(format!("{key}:"));
+                lines.extend(block_lines(entries).iter().map(|line| format!("  {line}")));
+            }
+        }
+    }
+    lines
+}
+
+/// `fields` as one flow mapping.
+fn flow(fields: Vec<(&'static str, Field)>) -> String {
+    let entries: Vec<String> = fields
+        .into_iter()
+        .map(|(key, field)| match field {
+            Field::Raw(value) => format!("{key}: {value}"),
+            Field::List(items) => format!("{key}: [{}]", items.join(", ")),
+            Field::Map(entries) => format!("{key}: {}", flow(entries)),
+        })
+        .collect();
+    format!("{{{}}}", entries.join(", "))
+}
+
+/// One value of the baseline as YAML text.
 enum Field {
     Raw(String),
     List(Vec<String>),
+    /// A nested mapping: a product's sub-block.
+    Map(Vec<(&'static str, Field)>),
 }
 
 /// A double-quoted YAML scalar: `\` and `"` escaped, anything unprintable as `\uXXXX`.
@@ -458,7 +495,10 @@ mod tests {
 
     use super::*;
     use crate::drift::Observed;
-    use crate::snapshot::fixtures::{BLOCK, END, START, baselines_for, parse, present, snap};
+    use crate::snapshot::fixtures::{
+        BLOCK, END, START, baselines_by_product, baselines_for, is_call_baseline, parse, present,
+        snap,
+    };
     use crate::snapshot::render;
 
     #[test]
@@ -543,8 +583,52 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}\n{text}"));
             assert!(out.comments_kept, "{text:?}:\n{}", out.text);
             let again = parse(&out.text);
-            assert!(apps["a"].baseline.is(&again.apps[0].expect), "{}", out.text);
-            assert!(apps["b"].baseline.is(&again.apps[1].expect), "{}", out.text);
+            assert!(is_call_baseline(&apps["a"], &again.apps[0]), "{}", out.text);
+            assert!(is_call_baseline(&apps["b"], &again.apps[1]), "{}", out.text);
+        }
+    }
+
+    #[test]
+    fn each_product_goes_to_its_own_block() {
+        let text = "expect:\n  room:\n    commands: [Room.CallbackAfterCreateRoom]\napps:\n  - name: a\n    sdkappid: 1\n    regions: [china]\n    secret_key_env: K\n    products: [call, room, live]\n    expect:\n      url: https://old.example.com/\n  - {name: b, sdkappid: 2, regions: [china], secret_key_env: K, products: [room]}\n";
+        let config = parse(text);
+        let room = present(
+            "https://hooks.example.com/room",
+            &[
+                "Room.CallbackAfterMemberEnter",
+                "Room.CallbackAfterCreateRoom",
+            ],
+        );
+        let seen = [
+            vec![
+                present("https://hooks.example.com/call", &[START]),
+                room.clone(),
+                Observed::Absent,
+            ],
+            vec![room],
+        ];
+        let apps = baselines_by_product(&config, &seen);
+        let out = render(text, &config, &apps, Path::new("/etc/calldrift"), "# h\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.comments_kept);
+        assert!(
+            out.text.contains(
+                "    expect:\n      present: true\n      url: \"https://hooks.example.com/call\"\n      url_scheme: https\n      url_prefix: null\n      commands:\n        - Call.CallbackAfterStartCall\n      extra_commands: drift\n      ignore_commands: []\n      room:\n        present: true\n        url: \"https://hooks.example.com/room\"\n        url_scheme: https\n        url_prefix: null\n        commands:\n          - Room.CallbackAfterCreateRoom\n          - Room.CallbackAfterMemberEnter\n        extra_commands: drift\n        ignore_commands: []\n      live:\n        present: false\n  - {name: b"
+            ),
+            "{}",
+            out.text
+        );
+        assert!(
+            out.text.contains("products: [room], expect: {room: {present: true, url: \"https://hooks.example.com/room\", url_scheme: https, url_prefix: null, commands: [Room.CallbackAfterCreateRoom, Room.CallbackAfterMemberEnter], extra_commands: drift, ignore_commands: []}}}"),
+            "{}",
+            out.text
+        );
+        let again = parse(&out.text);
+        for (app, want) in again.apps.iter().zip(["a", "b"]) {
+            for (product, baseline) in &apps[want].products {
+                let got = app.expect(*product).expect("watched");
+                assert!(baseline.baseline.is(got), "{want} {product}: {got:?}");
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! The final verification every candidate text passes before it is accepted: it parses
-//! again as a config, equals the input outside the apps' `expect:` blocks, gives every app
-//! exactly its baseline, and finds no drift in what was observed.
+//! again as a config, equals the input outside the apps' `expect:` blocks, gives every
+//! product of every app exactly its baseline, and finds no drift in what was observed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,20 +24,25 @@ pub(super) fn verify(
         let Some(want) = apps.get(&app.name) else {
             return Err(format!("app {}: not observed", app.name));
         };
-        if !want.baseline.is(&app.expect) {
-            return Err(format!(
-                "app {}: the written expect: does not read back as the observation",
-                app.name
-            ));
-        }
-        let findings = drift::check(&app.expect, &want.observed);
-        if !findings.is_empty() {
-            let all: Vec<String> = findings.iter().map(ToString::to_string).collect();
-            return Err(format!(
-                "app {}: it would still drift: {}",
-                app.name,
-                all.join("; ")
-            ));
+        for (product, want) in &want.products {
+            let Some(expect) = app.expect(*product) else {
+                return Err(format!("app {}: {product} is not watched", app.name));
+            };
+            if !want.baseline.is(expect) {
+                return Err(format!(
+                    "app {} ({product}): the written expect: does not read back as the observation",
+                    app.name
+                ));
+            }
+            let findings = drift::check(expect, &want.observed);
+            if !findings.is_empty() {
+                let all: Vec<String> = findings.iter().map(ToString::to_string).collect();
+                return Err(format!(
+                    "app {} ({product}): it would still drift: {}",
+                    app.name,
+                    all.join("; ")
+                ));
+            }
         }
     }
     let (want, got) = (outside_expect(original), outside_expect(&got));
@@ -51,7 +56,10 @@ pub(super) fn verify(
 fn outside_expect(config: &Config) -> Config {
     let mut config = config.clone();
     for app in &mut config.apps {
-        app.expect = Expected::default();
+        // Which products are watched is outside `expect:`; what each expects is not.
+        for (product, expect) in &mut app.products {
+            *expect = Expected::default_for(*product);
+        }
         app.secret_pos = Pos::START;
     }
     config

@@ -184,7 +184,7 @@ impl Status {
             entry.sync_sample(&decision, outcome.error_code());
             if decision.observation_changed {
                 if let Some(observed) = &entry.known.observed {
-                    tracing::debug!(app = %key.app, region = %key.region, observed = %crate::report::summary(observed), "polled");
+                    tracing::debug!(app = %key.app, region = %key.region, product = key.product.as_str(), observed = %crate::report::summary(observed), "polled");
                 }
             }
             for event in &decision.events {
@@ -252,6 +252,7 @@ impl Status {
                     app: e.target.key.app.clone(),
                     sdkappid: e.target.key.sdkappid,
                     region: e.target.key.region.clone(),
+                    product: e.target.key.product,
                     observed: k.view()?,
                     fingerprint: k.fingerprint?,
                     last_change: k.last_change,

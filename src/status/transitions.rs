@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::knowledge::Event;
 use crate::config::TargetKey;
+use crate::product::Product;
 use crate::tencent::PollOutcome;
 
 /// How many transitions the page and API keep.
@@ -41,6 +42,7 @@ pub struct Transition {
     pub app: String,
     pub sdkappid: u64,
     pub region: String,
+    pub product: Product,
     pub kind: TransitionKind,
     pub detail: String,
 }
@@ -76,14 +78,14 @@ pub fn carry_out(
     let error = outcome.and_then(|o| o.result.as_ref().err());
     let (kind, detail) = match event {
         Event::Up => {
-            tracing::info!(app = %key.app, sdkappid = key.sdkappid, region = %key.region, request_id, "target is back up");
+            tracing::info!(app = %key.app, sdkappid = key.sdkappid, region = %key.region, product = key.product.as_str(), request_id, "target is back up");
             (TransitionKind::Up, "authoritative answer again".to_owned())
         }
         Event::Down => {
             let error = error?;
             let answer = error.answer();
             tracing::warn!(
-                app = %key.app, sdkappid = key.sdkappid, region = %key.region,
+                app = %key.app, sdkappid = key.sdkappid, region = %key.region, product = key.product.as_str(),
                 reason = error.metric_reason(),
                 error_code = error.error_code(),
                 error_info = answer.map(|a| a.info.as_str()).filter(|i| !i.is_empty()),
@@ -94,20 +96,20 @@ pub fn carry_out(
         }
         Event::StillDown => {
             if let Some(error) = error {
-                tracing::debug!(app = %key.app, region = %key.region, "poll failed again: {error}");
+                tracing::debug!(app = %key.app, region = %key.region, product = key.product.as_str(), "poll failed again: {error}");
             }
             return None;
         }
         Event::Changed { old, new } => {
-            tracing::warn!(app = %key.app, sdkappid = key.sdkappid, region = %key.region, old = %old, new = %new, request_id, "callback config changed");
+            tracing::warn!(app = %key.app, sdkappid = key.sdkappid, region = %key.region, product = key.product.as_str(), old = %old, new = %new, request_id, "callback config changed");
             (TransitionKind::Changed, format!("{old} → {new}"))
         }
         Event::DriftAppeared(f) => {
-            tracing::warn!(app = %key.app, sdkappid = key.sdkappid, region = %key.region, check = f.check.as_str(), expected = f.expected.as_deref().unwrap_or("none"), actual = f.actual.as_deref().unwrap_or("none"), "drift appeared");
+            tracing::warn!(app = %key.app, sdkappid = key.sdkappid, region = %key.region, product = key.product.as_str(), check = f.check.as_str(), expected = f.expected.as_deref().unwrap_or("none"), actual = f.actual.as_deref().unwrap_or("none"), "drift appeared");
             (TransitionKind::DriftAppeared, f.to_string())
         }
         Event::DriftCleared(f) => {
-            tracing::info!(app = %key.app, sdkappid = key.sdkappid, region = %key.region, check = f.check.as_str(), expected = f.expected.as_deref().unwrap_or("none"), actual = f.actual.as_deref().unwrap_or("none"), "drift cleared");
+            tracing::info!(app = %key.app, sdkappid = key.sdkappid, region = %key.region, product = key.product.as_str(), check = f.check.as_str(), expected = f.expected.as_deref().unwrap_or("none"), actual = f.actual.as_deref().unwrap_or("none"), "drift cleared");
             (TransitionKind::DriftCleared, f.to_string())
         }
     };
@@ -116,6 +118,7 @@ pub fn carry_out(
         app: key.app.clone(),
         sdkappid: key.sdkappid,
         region: key.region.clone(),
+        product: key.product,
         kind,
         detail,
     })

@@ -7,7 +7,10 @@ use serde::Deserialize;
 
 use crate::drift::Observed;
 
-/// ErrorCode meaning "no callback configuration exists".
+/// ErrorCode meaning "no callback configuration exists", for every product: documented for
+/// call's and live's `get_callback`. Room's `get_callback` documents no such code; room's
+/// `update_callback` uses 100301 for it, so it is taken to mean the same, and any other
+/// code is a failed poll (never `config_missing`).
 pub const CODE_NO_CONFIG: i64 = 100_301;
 
 const RATE_LIMITED: [i64; 5] = [60007, 60011, 60018, 60019, 70050];

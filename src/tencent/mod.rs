@@ -1,4 +1,5 @@
-//! The REST gateway client: `get_callback` for one target, with UserSig handling,
+//! The REST gateway client: `get_callback` of the target's product family
+//! (`v4/{call,room,live}_config/get_callback`) for one target, with UserSig handling,
 //! retries, the rate limiter, a capped body and lenient decoding.
 //!
 //! **Invariant:** every HTTP attempt, retries included, first passes
@@ -220,6 +221,8 @@ impl Client {
         let mut retries_left = self.settings.retries;
         let mut resigned = false;
         loop {
+            // Keyed by SDKAppID, not by target: every region and product of an app counts
+            // against its one per-app limit, as the gateway counts them.
             let waited = self.limits.acquire(target.key.sdkappid).await;
             self.observer.rate_limit_wait(waited);
             attempts += 1;
@@ -327,7 +330,8 @@ impl Client {
     }
 }
 
-/// The `get_callback` request path with its query. Written out rather than with a query
+/// The `get_callback` request path of the target's product family, with its query.
+/// Written out rather than with a query
 /// serializer, into one allocation: the values are digits, the UserSig alphabet (letters,
 /// digits, `*`, `-`, `_`, all safe in a query) and the identifier, which is encoded. URL
 /// handling was a fifth of a poll's CPU.
@@ -335,7 +339,9 @@ fn request_path(target: &Target, now_unix: u64) -> String {
     let usersig = target.usersig.get(now_unix);
     let random: u32 = rand::rng().random();
     let mut path = String::with_capacity(usersig.expose().len() + 160);
-    path.push_str("/v4/call_config/get_callback?sdkappid=");
+    path.push_str("/v4/");
+    path.push_str(target.key.product.api_family());
+    path.push_str("/get_callback?sdkappid=");
     path.push_str(&target.key.sdkappid.to_string());
     path.push_str("&identifier=");
     path.extend(url::form_urlencoded::byte_serialize(
@@ -401,6 +407,39 @@ fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TargetKey;
+    use crate::product::Product;
+    use crate::secret::SecretKey;
+
+    #[test]
+    fn each_product_asks_its_own_api_family() {
+        let usersig = Arc::new(usersig::UserSigCache::new(
+            SecretKey::new("k"),
+            1400000001,
+            "admin istrator".to_owned(),
+            86_400,
+        ));
+        for (product, family) in [
+            (Product::Call, "/v4/call_config/get_callback?"),
+            (Product::Room, "/v4/room_config/get_callback?"),
+            (Product::Live, "/v4/live_config/get_callback?"),
+        ] {
+            let target = Target {
+                key: TargetKey::new("a", 1400000001, "china", product),
+                identifier: "admin istrator".to_owned(),
+                bases: BaseUrls::new("https://console.tim.qq.com".to_owned(), None),
+                usersig: usersig.clone(),
+                expect: crate::drift::Expected::default_for(product),
+            };
+            let path = request_path(&target, 1_700_000_000);
+            assert!(path.starts_with(family), "{path}");
+            assert!(
+                path.contains("?sdkappid=1400000001&identifier=admin+istrator&usersig="),
+                "{path}"
+            );
+            assert!(path.ends_with("&contenttype=json"), "{path}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_and_saturates_instead_of_panicking() {

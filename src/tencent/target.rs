@@ -1,5 +1,5 @@
-//! What the client polls: one (app, region) pair of a config, with the app's UserSig
-//! cache and the region's base URLs.
+//! What the client polls: one (app, region, product) target of a config, with the app's
+//! UserSig cache and the region's base URLs.
 
 use std::sync::Arc;
 
@@ -31,19 +31,21 @@ impl BaseUrls {
     }
 }
 
-/// One (app, region) pair, ready to poll.
+/// One (app, region, product) target, ready to poll.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub key: TargetKey,
     pub identifier: String,
     pub bases: BaseUrls,
-    /// Shared by all regions of one app.
+    /// Shared by all regions and products of one app.
     pub usersig: Arc<UserSigCache>,
+    /// What the product's configuration should look like.
     pub expect: Expected,
 }
 
-/// Every (app, region) pair of `config`, in config order. Apps without a resolved secret
-/// are left out.
+/// Every (app, region, product) target of `config`: apps in config order, then regions
+/// as written, then products in [`Product`](crate::product::Product) order. Apps without
+/// a resolved secret are left out.
 pub fn targets(config: &Config, secrets: &Secrets) -> Vec<Target> {
     let mut targets = Vec::new();
     for app in &config.apps {
@@ -60,17 +62,15 @@ pub fn targets(config: &Config, secrets: &Secrets) -> Vec<Target> {
             let Some(region) = config.regions.get(region_name) else {
                 continue;
             };
-            targets.push(Target {
-                key: TargetKey {
-                    app: app.name.clone(),
-                    sdkappid: app.sdkappid,
-                    region: region_name.clone(),
-                },
-                identifier: app.identifier.clone(),
-                bases: BaseUrls::new(region.base.clone(), region.backup.clone()),
-                usersig: usersig.clone(),
-                expect: app.expect.clone(),
-            });
+            for (product, expect) in &app.products {
+                targets.push(Target {
+                    key: TargetKey::new(&app.name, app.sdkappid, region_name, *product),
+                    identifier: app.identifier.clone(),
+                    bases: BaseUrls::new(region.base.clone(), region.backup.clone()),
+                    usersig: usersig.clone(),
+                    expect: expect.clone(),
+                });
+            }
         }
     }
     targets

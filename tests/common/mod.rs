@@ -1,5 +1,5 @@
 //! One harness for the integration tests: the simulated Chat API and the daemon on
-//! loopback ports, with `scrape()`, `set_app()` and `wait_until()`.
+//! loopback ports, with `scrape()`, `set_app()`, `set_product()` and `wait_until()`.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use calldrift::clock::SystemClock;
 use calldrift::config;
 use calldrift::daemon::{self, ReloadHandle};
+use calldrift::product::Product;
 use calldrift::sim::{CallbackConfig, FaultRule, Scenario, SimApp, SimStats, Simulator};
 use calldrift::tencent::Resolver;
 use tokio::net::TcpListener;
@@ -35,11 +36,31 @@ pub fn app(sdkappid: u64, callback: Option<CallbackConfig>) -> SimApp {
         callback,
         rotate: None,
         latency: None,
+        room_callback: None,
+        live_callback: None,
     }
 }
 
 pub fn clean() -> Option<CallbackConfig> {
     Some(CallbackConfig::new(GOOD_URL, &[START, END]))
+}
+
+/// A TUIRoomKit command word and a TUILiveKit one.
+pub const ROOM_CREATED: &str = "Room.CallbackAfterCreateRoom";
+pub const LIVE_CREATED: &str = "Live.CallbackAfterCreateRoom";
+
+/// An app like [`app`] with TUIRoomKit's and TUILiveKit's configurations as well.
+pub fn app_with_products(
+    sdkappid: u64,
+    call: Option<CallbackConfig>,
+    room: Option<CallbackConfig>,
+    live: Option<CallbackConfig>,
+) -> SimApp {
+    SimApp {
+        room_callback: room,
+        live_callback: live,
+        ..app(sdkappid, call)
+    }
 }
 
 /// A running simulator.
@@ -89,6 +110,11 @@ impl Sim {
 
     pub fn set_app(&self, sdkappid: u64, callback: Option<CallbackConfig>) {
         self.sim.set_callback(sdkappid, callback);
+    }
+
+    /// Replaces an app's configuration of `product`.
+    pub fn set_product(&self, sdkappid: u64, product: Product, callback: Option<CallbackConfig>) {
+        self.sim.set_product_callback(sdkappid, product, callback);
     }
 
     pub fn set_faults(&self, faults: Vec<FaultRule>) {
@@ -352,6 +378,19 @@ impl Metrics {
     /// Like [`Metrics::value`] for a target's series.
     pub fn target(&self, name: &str, app: &str, extra: &[(&str, &str)]) -> Option<f64> {
         let mut labels = vec![("app", app)];
+        labels.extend_from_slice(extra);
+        self.value(name, &labels)
+    }
+
+    /// Like [`Metrics::target`] for the target of one product of the app.
+    pub fn product(
+        &self,
+        name: &str,
+        app: &str,
+        product: Product,
+        extra: &[(&str, &str)],
+    ) -> Option<f64> {
+        let mut labels = vec![("app", app), ("product", product.as_str())];
         labels.extend_from_slice(extra);
         self.value(name, &labels)
     }

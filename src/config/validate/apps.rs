@@ -11,20 +11,23 @@ use super::resolve_path;
 use crate::config::raw::{RawApp, RawExpect};
 use crate::config::{App, Diagnostics, Pos, Region, SecretSource, Severity};
 use crate::drift::Expected;
+use crate::product::Product;
 use crate::secret::SecretKey;
 
 /// What every app is checked against.
 pub(super) struct Context<'a> {
-    /// The global `expect:` merged over the defaults, for an app's own block to override.
-    pub(super) global: &'a RawExpect,
-    /// `global`, checked: what an app without its own block expects.
-    pub(super) global_expect: &'a Expected,
+    /// The global `expect:` as written, for an app's own block to override.
+    pub(super) global: Option<&'a RawExpect>,
+    /// Each product's expectation from `global`, checked: what an app without its own
+    /// block expects.
+    pub(super) global_expects: &'a BTreeMap<Product, Expected>,
     pub(super) regions: &'a BTreeMap<String, Region>,
     /// Where relative secret files are taken from.
     pub(super) base_dir: &'a Path,
 }
 
-/// Every valid app, in config order; names and (SDKAppID, region) targets are unique.
+/// Every valid app, in config order; names and (SDKAppID, region, product) targets are
+/// unique.
 /// A config that lists no app is an error: it is almost always a truncated file, and a
 /// daemon started or reloaded from it would silently stop watching everything.
 pub(super) fn apps(raw: Vec<RawApp>, context: &Context, diagnostics: &mut Diagnostics) -> Vec<App> {
@@ -57,14 +60,17 @@ pub(super) fn apps(raw: Vec<RawApp>, context: &Context, diagnostics: &mut Diagno
             continue;
         };
         for (region_index, region) in app.regions.iter().enumerate() {
-            if let Some(other) = targets.insert((app.sdkappid, region.clone()), app.name.clone()) {
-                diagnostics.error(
-                    &format!("{path}.regions.{region_index}"),
-                    format!(
-                        "target ({}, {region}) is configured twice (also in app {other:?})",
-                        app.sdkappid
-                    ),
-                );
+            for product in app.products.keys() {
+                let key = (app.sdkappid, region.clone(), *product);
+                if let Some(other) = targets.insert(key, app.name.clone()) {
+                    diagnostics.error(
+                        &format!("{path}.regions.{region_index}"),
+                        format!(
+                            "target ({}, {region}, {product}) is configured twice (also in app {other:?})",
+                            app.sdkappid
+                        ),
+                    );
+                }
             }
         }
         apps.push(app);
@@ -120,14 +126,15 @@ fn app(raw: RawApp, path: &str, context: &Context, diagnostics: &mut Diagnostics
         diagnostics,
     );
     let usersig_ttl = usersig_ttl(raw.usersig_ttl.as_deref(), path, &name, diagnostics);
-    let expect = match &raw.expect {
-        Some(own) => expect::check(
-            &expect::merge(context.global, Some(own)),
-            &field("expect"),
-            diagnostics,
-        ),
-        None => context.global_expect.clone(),
-    };
+    let watched = products(raw.products, path, &name, diagnostics);
+    let products = expectations(
+        &watched,
+        raw.expect.as_ref(),
+        path,
+        &name,
+        context,
+        diagnostics,
+    );
     let (secret, secret_pos) = secret?;
     Some(App {
         name,
@@ -136,9 +143,87 @@ fn app(raw: RawApp, path: &str, context: &Context, diagnostics: &mut Diagnostics
         identifier,
         secret,
         usersig_ttl,
-        expect,
+        products,
         secret_pos,
     })
+}
+
+/// The products the app watches: `[call]` when not written; each known, none twice.
+fn products(
+    raw: Option<Vec<String>>,
+    path: &str,
+    name: &str,
+    diagnostics: &mut Diagnostics,
+) -> Vec<Product> {
+    let Some(raw) = raw else {
+        return vec![Product::Call];
+    };
+    if raw.is_empty() {
+        diagnostics.error(
+            &format!("{path}.products"),
+            format!("app {name}: products must name at least one of call, room, live"),
+        );
+    }
+    let mut products = Vec::new();
+    for (i, word) in raw.iter().enumerate() {
+        let at = format!("{path}.products.{i}");
+        match Product::from_name(word) {
+            None => diagnostics.error(
+                &at,
+                format!("app {name}: unknown product {word:?} (known: call, room, live)"),
+            ),
+            Some(p) if products.contains(&p) => {
+                diagnostics.error(&at, format!("app {name}: product {p} is listed twice"));
+            }
+            Some(p) => products.push(p),
+        }
+    }
+    products
+}
+
+/// Each watched product's expectation: the global one when the app writes no `expect:`,
+/// else the app's block layered over it. A sub-block of a product the app does not watch
+/// is checked as well, and worth a warning.
+fn expectations(
+    watched: &[Product],
+    own: Option<&RawExpect>,
+    path: &str,
+    name: &str,
+    context: &Context,
+    diagnostics: &mut Diagnostics,
+) -> BTreeMap<Product, Expected> {
+    let at = format!("{path}.expect");
+    expect::check_nesting(own, &at, diagnostics);
+    let scopes = [
+        expect::Scope {
+            block: context.global,
+            path: "expect",
+        },
+        expect::Scope {
+            block: own,
+            path: &at,
+        },
+    ];
+    let mut expects = BTreeMap::new();
+    for product in Product::ALL {
+        let is_watched = watched.contains(&product);
+        if own.and_then(|b| b.sub_block(product)).is_some() && !is_watched {
+            diagnostics.warning(
+                &format!("{at}.{product}"),
+                format!("app {name} does not watch {product} (see its products), so {at}.{product} has no effect"),
+            );
+        } else if !is_watched {
+            continue;
+        }
+        let expected = match (own, context.global_expects.get(&product)) {
+            (None, Some(global)) => global.clone(),
+            _ => expect::product_expect(product, &scopes, diagnostics),
+        };
+        if is_watched {
+            expects.insert(product, expected);
+        }
+    }
+    expects
 }
 
 /// The app's name; in error, the name as written or `apps[INDEX]`, for later messages.
@@ -266,7 +351,8 @@ fn usersig_ttl(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::tests::{APP, errors};
+    use crate::config::tests::{APP, errors, parse_text};
+    use crate::product::Product;
 
     #[test]
     fn a_config_without_apps_is_refused_at_the_apps_key_or_the_start() {
@@ -288,13 +374,79 @@ mod tests {
     }
 
     #[test]
+    fn products_default_to_call_and_are_checked() {
+        let (config, _) = parse_text(APP).expect("valid");
+        assert_eq!(
+            config.apps[0].products.keys().collect::<Vec<_>>(),
+            [&Product::Call]
+        );
+        let text = format!("{APP}    products: [live, call, room]\n");
+        let (config, _) = parse_text(&text).expect("valid");
+        assert_eq!(
+            config.apps[0].products.keys().copied().collect::<Vec<_>>(),
+            Product::ALL,
+            "kept in product order"
+        );
+        assert_eq!(config.target_count(), 3);
+        for (products, want) in [
+            (
+                "[]",
+                "c.yaml:6:15: app a: products must name at least one of call, room, live",
+            ),
+            (
+                "[call, video]",
+                "c.yaml:6:22: app a: unknown product \"video\" (known: call, room, live)",
+            ),
+            (
+                "[room, room]",
+                "c.yaml:6:22: app a: product room is listed twice",
+            ),
+        ] {
+            let text = format!("{APP}    products: {products}\n");
+            assert_eq!(errors(&text), vec![want.to_owned()], "{products}");
+        }
+    }
+
+    #[test]
+    fn an_expectation_for_a_product_not_watched_is_a_warning() {
+        let text = format!("{APP}    expect:\n      room:\n        present: false\n");
+        let (config, warnings) = parse_text(&text).expect("valid");
+        assert!(!config.apps[0].products.contains_key(&Product::Room));
+        assert_eq!(
+            warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "c.yaml:8:9: warning: app a does not watch room (see its products), so apps.0.expect.room has no effect"
+            ]
+        );
+    }
+
+    #[test]
+    fn one_sdkappid_and_region_may_be_split_by_product() {
+        let text = format!(
+            "{APP}  - name: b\n    sdkappid: 1400000001\n    regions: [singapore]\n    secret_key_env: K\n    products: [room, live]\n"
+        );
+        let (config, _) = parse_text(&text).expect("different products are different targets");
+        assert_eq!(config.target_count(), 3);
+        let text = format!(
+            "{APP}    products: [call, room]\n  - name: b\n    sdkappid: 1400000001\n    regions: [singapore]\n    secret_key_env: K\n    products: [live, room]\n"
+        );
+        let all = errors(&text);
+        assert_eq!(
+            all,
+            [
+                "c.yaml:9:15: target (1400000001, singapore, room) is configured twice (also in app \"a\")"
+            ]
+        );
+    }
+
+    #[test]
     fn duplicate_targets_are_rejected() {
         let text = format!(
             "{APP}  - name: b\n    sdkappid: 1400000001\n    regions: [singapore]\n    secret_key_env: K\n"
         );
         let all = errors(&text);
         assert!(
-            all[0].contains("target (1400000001, singapore) is configured twice"),
+            all[0].contains("target (1400000001, singapore, call) is configured twice"),
             "{all:?}"
         );
     }

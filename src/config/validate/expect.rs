@@ -1,48 +1,143 @@
-//! `expect:`, global and per app: an app's block overrides the global one field by field,
-//! and the merged block is checked where the app's own block (or the global one) sits.
+//! `expect:`, global and per app, for each product. A product's expectation is layered,
+//! most general first: the product's defaults, the global block, the global `<product>:`
+//! sub-block, the app's block, the app's `<product>:` sub-block; each overrides the ones
+//! before field by field. The URL fields and `present` of a top-level block apply to every
+//! product; its command fields (`commands`, `extra_commands`, `ignore_commands`) are
+//! TUICallKit's, so TUIRoomKit's and TUILiveKit's come from their sub-blocks only.
+//!
+//! The merged expectation is checked where the most specific block that could have set
+//! each group of fields (presence and URLs; commands) is written, so a problem points into
+//! the block that causes it; one that several products reach is reported once.
 
 use crate::config::Diagnostics;
+use crate::config::positions::join;
 use crate::config::raw::{RawExpect, RawPresence};
-use crate::drift::{DOCUMENTED_COMMANDS, Expected, ExtraCommands, Presence};
+use crate::drift::{Expected, ExtraCommands, Presence};
+use crate::product::Product;
 
-/// The expectations when nothing is written, in the raw form an `expect:` block merges into.
-pub(super) fn defaults() -> RawExpect {
-    let d = Expected::default();
+/// One scope's `expect:` block (the global one or an app's), if written, and where it sits.
+pub(super) struct Scope<'a> {
+    pub(super) block: Option<&'a RawExpect>,
+    pub(super) path: &'a str,
+}
+
+/// A product's expectations when nothing is written, in the raw form blocks merge into.
+fn defaults(product: Product) -> RawExpect {
+    let d = Expected::default_for(product);
     RawExpect {
         present: Some(RawPresence::Bool(true)),
         url_scheme: Some(d.url_scheme),
-        url: None,
-        url_prefix: None,
         commands: Some(d.commands),
-        extra_commands: Some("drift".to_owned()),
+        extra_commands: Some(
+            match d.extra_commands {
+                ExtraCommands::Drift => "drift",
+                ExtraCommands::Allow => "allow",
+            }
+            .to_owned(),
+        ),
         ignore_commands: Some(Vec::new()),
+        ..RawExpect::default()
+    }
+}
+
+/// What of `block` applies to `product`: all of a sub-block; of a top-level block, the
+/// command fields only for TUICallKit. Sub-blocks are left out.
+fn applicable(block: &RawExpect, product: Product, sub_block: bool) -> RawExpect {
+    let commands_apply = sub_block || product == Product::Call;
+    let commands = |field: &Option<Vec<String>>| field.clone().filter(|_| commands_apply);
+    RawExpect {
+        present: block.present.clone(),
+        url_scheme: block.url_scheme.clone(),
+        url: block.url.clone(),
+        url_prefix: block.url_prefix.clone(),
+        commands: commands(&block.commands),
+        extra_commands: block.extra_commands.clone().filter(|_| commands_apply),
+        ignore_commands: commands(&block.ignore_commands),
+        ..RawExpect::default()
     }
 }
 
 /// `over`'s fields replace `base`'s field by field.
-pub(super) fn merge(base: &RawExpect, over: Option<&RawExpect>) -> RawExpect {
-    let Some(over) = over else {
-        return base.clone();
-    };
+fn merge(base: RawExpect, over: RawExpect) -> RawExpect {
     RawExpect {
-        present: over.present.clone().or_else(|| base.present.clone()),
-        url_scheme: over.url_scheme.clone().or_else(|| base.url_scheme.clone()),
-        url: over.url.clone().or_else(|| base.url.clone()),
-        url_prefix: over.url_prefix.clone().or_else(|| base.url_prefix.clone()),
-        commands: over.commands.clone().or_else(|| base.commands.clone()),
-        extra_commands: over
-            .extra_commands
-            .clone()
-            .or_else(|| base.extra_commands.clone()),
-        ignore_commands: over
-            .ignore_commands
-            .clone()
-            .or_else(|| base.ignore_commands.clone()),
+        present: over.present.or(base.present),
+        url_scheme: over.url_scheme.or(base.url_scheme),
+        url: over.url.or(base.url),
+        url_prefix: over.url_prefix.or(base.url_prefix),
+        commands: over.commands.or(base.commands),
+        extra_commands: over.extra_commands.or(base.extra_commands),
+        ignore_commands: over.ignore_commands.or(base.ignore_commands),
+        ..RawExpect::default()
     }
 }
 
-/// Validates a merged `expect:`; `path` is where the app's own block (or the global one) sits.
-pub(super) fn check(raw: &RawExpect, path: &str, diagnostics: &mut Diagnostics) -> Expected {
+/// `product`'s expectation over `scopes` (the global block first, then the app's),
+/// checked; see the module doc.
+pub(super) fn product_expect(
+    product: Product,
+    scopes: &[Scope],
+    diagnostics: &mut Diagnostics,
+) -> Expected {
+    let mut merged = defaults(product);
+    let (mut fields_at, mut commands_at) = (None, None);
+    for scope in scopes {
+        let Some(block) = scope.block else { continue };
+        merged = merge(merged, applicable(block, product, false));
+        fields_at = Some(scope.path.to_owned());
+        if product == Product::Call {
+            commands_at = Some(scope.path.to_owned());
+        }
+        if let Some(sub) = block.sub_block(product) {
+            let path = join(scope.path, product.as_str());
+            merged = merge(merged, applicable(sub, product, true));
+            fields_at = Some(path.clone());
+            commands_at = Some(path);
+        }
+    }
+    let fields_at = fields_at.unwrap_or_else(|| "expect".to_owned());
+    let commands_at = commands_at.unwrap_or_else(|| fields_at.clone());
+    let places = Places {
+        fields: &fields_at,
+        commands: &commands_at,
+    };
+    check(&merged, product, &places, diagnostics)
+}
+
+/// Product sub-blocks sit in top-level blocks only: one inside another is an error.
+pub(super) fn check_nesting(block: Option<&RawExpect>, path: &str, diagnostics: &mut Diagnostics) {
+    let Some(block) = block else { return };
+    for outer in Product::ALL {
+        let Some(sub) = block.sub_block(outer) else {
+            continue;
+        };
+        for inner in Product::ALL {
+            if sub.sub_block(inner).is_some() {
+                let at = format!("{path}.{outer}.{inner}");
+                diagnostics.error_at_key(
+                    &at,
+                    format!("{at}: a product block holds one product's fields, not another product block"),
+                );
+            }
+        }
+    }
+}
+
+/// Where a merged expectation's groups of fields are checked.
+struct Places<'a> {
+    /// `present`, `url_scheme`, `url`, `url_prefix`.
+    fields: &'a str,
+    /// `commands`, `extra_commands`, `ignore_commands`.
+    commands: &'a str,
+}
+
+/// Validates a merged expectation of `product` at `places`.
+fn check(
+    raw: &RawExpect,
+    product: Product,
+    places: &Places,
+    diagnostics: &mut Diagnostics,
+) -> Expected {
+    let path = places.fields;
     let present = presence(raw.present.as_ref(), path, diagnostics);
     let url_scheme = url_scheme(raw.url_scheme.as_deref(), path, diagnostics);
     let url = raw.url.clone().flatten();
@@ -54,10 +149,17 @@ pub(super) fn check(raw: &RawExpect, path: &str, diagnostics: &mut Diagnostics) 
         path,
         diagnostics,
     );
-    let extra_commands = extra_commands(raw.extra_commands.as_deref(), path, diagnostics);
+    let extra_commands =
+        extra_commands(raw.extra_commands.as_deref(), places.commands, diagnostics);
     let commands = raw.commands.clone().unwrap_or_default();
     let ignore_commands = raw.ignore_commands.clone().unwrap_or_default();
-    check_command_words(&commands, &ignore_commands, path, diagnostics);
+    check_command_words(
+        product,
+        &commands,
+        &ignore_commands,
+        places.commands,
+        diagnostics,
+    );
     Expected {
         present,
         url_scheme,
@@ -154,14 +256,18 @@ fn extra_commands(raw: Option<&str>, path: &str, diagnostics: &mut Diagnostics) 
     }
 }
 
-/// Every word must be one (an error otherwise) and should be documented (a warning);
-/// a word both expected and ignored is worth a warning.
+/// Every word must be one (an error otherwise), must not carry another product's own
+/// prefix (an error: it can never be this product's), and should be documented for the
+/// product (a warning: Tencent adds words); a word both expected and ignored is worth a
+/// warning.
 fn check_command_words(
+    product: Product,
     commands: &[String],
     ignore_commands: &[String],
     path: &str,
     diagnostics: &mut Diagnostics,
 ) {
+    let documented = product.documented_commands();
     for (list, words) in [("commands", commands), ("ignore_commands", ignore_commands)] {
         for (i, word) in words.iter().enumerate() {
             let at = format!("{path}.{list}.{i}");
@@ -170,12 +276,22 @@ fn check_command_words(
                     &at,
                     format!("{path}.{list}: {word:?} is not a command word"),
                 );
-            } else if !DOCUMENTED_COMMANDS.contains(&word.as_str()) {
+            } else if let Some(owner) = product.foreign_owner(word) {
+                diagnostics.error(
+                    &at,
+                    format!(
+                        "{path}.{list}: {word:?} is a {} word ({owner}), never one of {}'s ({product}); put it under expect.{owner}",
+                        owner.kit(),
+                        product.kit()
+                    ),
+                );
+            } else if !documented.contains(&word.as_str()) {
                 diagnostics.warning(
                     &at,
                     format!(
-                        "{word:?} is not one of the documented command words ({})",
-                        DOCUMENTED_COMMANDS.join(", ")
+                        "{word:?} is not one of the documented {} command words ({})",
+                        product.kit(),
+                        documented.join(", ")
                     ),
                 );
             }
@@ -191,8 +307,12 @@ fn check_command_words(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::tests::{APP, parse_text};
-    use crate::drift::{ExtraCommands, Presence};
+    use crate::config::tests::{APP, errors, parse_text};
+    use crate::drift::{Expected, ExtraCommands, Presence};
+    use crate::product::Product;
+
+    const START: &str = "Call.CallbackAfterStartCall";
+    const END: &str = "Call.CallbackAfterEndCall";
 
     #[test]
     fn app_expect_overrides_global_field_by_field() {
@@ -200,7 +320,7 @@ mod tests {
             "expect:\n  url_prefix: https://hooks.example.com/\n  extra_commands: allow\n{APP}    expect:\n      commands: [Call.CallbackAfterEndCall]\n"
         );
         let (config, _) = parse_text(&text).expect("valid");
-        let e = &config.apps[0].expect;
+        let e = &config.apps[0].products[&Product::Call];
         assert_eq!(e.url_prefix.as_deref(), Some("https://hooks.example.com/"));
         assert_eq!(e.extra_commands, ExtraCommands::Allow);
         assert_eq!(e.commands, vec!["Call.CallbackAfterEndCall".to_owned()]);
@@ -213,10 +333,217 @@ mod tests {
             "expect:\n  url_prefix: https://hooks.example.com/\n  url: https://hooks.example.com/cb\n{APP}    expect:\n      url_scheme: http\n      url: null\n      url_prefix: null\n  - name: b\n    sdkappid: 2\n    regions: [china]\n    secret_key_env: K\n    expect:\n      commands: []\n"
         );
         let (config, _) = parse_text(&text).expect("valid");
-        let (a, b) = (&config.apps[0].expect, &config.apps[1].expect);
+        let (a, b) = (
+            &config.apps[0].products[&Product::Call],
+            &config.apps[1].products[&Product::Call],
+        );
         assert_eq!((a.url.as_deref(), a.url_prefix.as_deref()), (None, None));
         // Not written at all: inherited.
         assert_eq!(b.url.as_deref(), Some("https://hooks.example.com/cb"));
         assert_eq!(b.url_prefix.as_deref(), Some("https://hooks.example.com/"));
+    }
+
+    /// The expectation of each product of the one app of `global` + `app` (the app's
+    /// `expect:` lines, indented by four), which watches every product.
+    fn layered(global: &str, app: &str) -> [Expected; 3] {
+        let text = format!(
+            "expect:\n{global}apps:\n  - name: a\n    sdkappid: 1\n    regions: [china]\n    secret_key_env: K\n    products: [call, room, live]\n    expect:\n{app}"
+        );
+        let (config, _) = parse_text(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+        Product::ALL.map(|p| config.apps[0].products[&p].clone())
+    }
+
+    fn words(list: &[&str]) -> Vec<String> {
+        list.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    #[test]
+    fn layering_table() {
+        const HOOK: &str = "https://hooks.example.com/";
+        let call = Expected::default_for(Product::Call);
+        let room = Expected::default_for(Product::Room);
+        let live = Expected::default_for(Product::Live);
+        let url = |e: &Expected, u: &str| Expected {
+            url: Some(u.to_owned()),
+            ..e.clone()
+        };
+        let created = "Room.CallbackAfterCreateRoom";
+        let gift = "Live.CallbackBeforeSendGift";
+        // (what, global block, app block, expected call, room, live)
+        let table: Vec<(&str, &str, &str, [Expected; 3])> = vec![
+            (
+                "nothing written: each product's defaults",
+                "  {}\n",
+                "      {}\n",
+                [call.clone(), room.clone(), live.clone()],
+            ),
+            (
+                "a global URL applies to every product",
+                "  url: https://hooks.example.com/\n",
+                "      {}\n",
+                [url(&call, HOOK), url(&room, HOOK), url(&live, HOOK)],
+            ),
+            (
+                "top-level command fields are TUICallKit's only",
+                "  commands: [Call.CallbackAfterEndCall]\n  extra_commands: allow\n  ignore_commands: [Call.CallbackAfterMemberChanged]\n",
+                "      commands: [Call.CallbackAfterStartCall]\n",
+                [
+                    Expected {
+                        commands: words(&[START]),
+                        extra_commands: ExtraCommands::Allow,
+                        ignore_commands: words(&["Call.CallbackAfterMemberChanged"]),
+                        ..call.clone()
+                    },
+                    room.clone(),
+                    live.clone(),
+                ],
+            ),
+            (
+                "global sub-blocks set their product's commands",
+                "  room:\n    commands: [Room.CallbackAfterCreateRoom]\n    extra_commands: drift\n  live:\n    commands: [Live.CallbackBeforeSendGift]\n",
+                "      {}\n",
+                [
+                    call.clone(),
+                    Expected {
+                        commands: words(&[created]),
+                        extra_commands: ExtraCommands::Drift,
+                        ..room.clone()
+                    },
+                    Expected {
+                        commands: words(&[gift]),
+                        ..live.clone()
+                    },
+                ],
+            ),
+            (
+                "the app's top block overrides a global sub-block's URL",
+                "  room:\n    url: https://global-room.example.com/\n",
+                "      url: https://app.example.com/\n",
+                [
+                    url(&call, "https://app.example.com/"),
+                    url(&room, "https://app.example.com/"),
+                    url(&live, "https://app.example.com/"),
+                ],
+            ),
+            (
+                "the app's sub-block overrides everything before it",
+                "  url: https://hooks.example.com/\n  room:\n    present: false\n",
+                "      present: any\n      live:\n        url: null\n        url_prefix: https://live.example.com/\n      room:\n        present: true\n        commands: [Room.CallbackAfterCreateRoom]\n",
+                [
+                    Expected {
+                        present: Presence::Any,
+                        ..url(&call, HOOK)
+                    },
+                    Expected {
+                        commands: words(&[created]),
+                        ..url(&room, HOOK)
+                    },
+                    Expected {
+                        present: Presence::Any,
+                        url_prefix: Some("https://live.example.com/".to_owned()),
+                        ..live.clone()
+                    },
+                ],
+            ),
+            (
+                "a call sub-block layers like the others, over the top block",
+                "  commands: [Call.CallbackAfterEndCall]\n  call:\n    extra_commands: allow\n",
+                "      call:\n        commands: [Call.CallbackAfterStartCall, Call.CallbackAfterEndCall]\n",
+                [
+                    Expected {
+                        commands: words(&[START, END]),
+                        extra_commands: ExtraCommands::Allow,
+                        ..call.clone()
+                    },
+                    room.clone(),
+                    live.clone(),
+                ],
+            ),
+        ];
+        for (what, global, app, want) in table {
+            assert_eq!(layered(global, app), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn problems_in_sub_blocks_name_their_own_place() {
+        let text = format!(
+            "expect:\n  room:\n    commands: [\" x\"]\n{APP}    products: [call, room, live]\n    expect:\n      live:\n        url_scheme: \"h t\"\n        commands:\n          - Call.CallbackAfterEndCall\n"
+        );
+        let all = errors(&text);
+        let want = [
+            "c.yaml:3:16: expect.room.commands: \" x\" is not a command word",
+            "c.yaml:12:21: apps.0.expect.live.url_scheme: \"h t\" is not a URL scheme",
+            "c.yaml:14:13: apps.0.expect.live.commands: \"Call.CallbackAfterEndCall\" is a TUICallKit word (call), never one of TUILiveKit's (live); put it under expect.call",
+        ];
+        for w in want {
+            assert!(all.iter().any(|e| e == w), "missing {w:?} in {all:#?}");
+        }
+        // Reached by the global room expectation and by the app's: reported once.
+        assert_eq!(
+            all.iter().filter(|e| e.contains("\" x\"")).count(),
+            1,
+            "{all:#?}"
+        );
+    }
+
+    #[test]
+    fn a_product_block_inside_another_is_an_error() {
+        let text = format!("expect:\n  room:\n    live:\n      present: any\n{APP}");
+        let all = errors(&text);
+        assert!(
+            all.contains(&"c.yaml:3:5: expect.room.live: a product block holds one product's fields, not another product block".to_owned()),
+            "{all:#?}"
+        );
+    }
+
+    #[test]
+    fn command_words_are_checked_against_their_product() {
+        // (product block, word, outcome): "ok", "warning" or "error".
+        let table = [
+            ("call", "Call.CallbackAfterMemberChanged", "ok"),
+            ("call", "Call.CallbackAfterNewThing", "warning"),
+            ("call", "Mic.CallbackAfterSeatInfoChanged", "warning"),
+            ("call", "Room.CallbackAfterCreateRoom", "error"),
+            ("call", "Live.CallbackAfterCreateRoom", "error"),
+            ("room", "Room.CallbackAfterUpdateRoomInfo", "ok"),
+            ("room", "Room.CallbackUpdateRoomInfo", "ok"),
+            ("room", "Mic.CallbackAfterSeatInfoChanged", "ok"),
+            ("room", "Room.CallbackAfterNewThing", "warning"),
+            ("room", "Call.CallbackAfterEndCall", "error"),
+            ("room", "Live.CallbackAfterCreateRoom", "error"),
+            ("live", "Live.CallbackAfterStartBattle", "ok"),
+            ("live", "Mic.CallbackAfterSeatInfoChanged", "ok"),
+            ("live", "Group.CallbackAfterSendMsg", "ok"),
+            ("live", "Follow.CallbackAfterFollowDelete", "ok"),
+            ("live", "Live.CallbackMemberStateChanged", "warning"),
+            ("live", "Call.CallbackAfterStartCall", "error"),
+            ("live", "Room.CallbackAfterCreateRoom", "error"),
+        ];
+        for (product, word, outcome) in table {
+            for list in ["commands", "ignore_commands"] {
+                let text = format!(
+                    "{APP}    products: [call, room, live]\n    expect:\n      {product}:\n        {list}: [{word}]\n"
+                );
+                let got = match parse_text(&text) {
+                    Ok((_, warnings)) if warnings.is_empty() => "ok",
+                    Ok((_, warnings)) => {
+                        assert!(
+                            warnings[0].message.contains("is not one of the documented"),
+                            "{warnings:?}"
+                        );
+                        "warning"
+                    }
+                    Err(all) => {
+                        assert!(all[0].contains("never one of"), "{all:?}");
+                        "error"
+                    }
+                };
+                assert_eq!(got, outcome, "{product}.{list}: {word}");
+            }
+        }
+        // A top-level `commands:` is TUICallKit's: a room word there is an error.
+        let text = format!("expect:\n  commands: [Room.CallbackAfterCreateRoom]\n{APP}");
+        assert!(errors(&text)[0].contains("is a TUIRoomKit word (room)"));
     }
 }

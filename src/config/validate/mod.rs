@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::raw::RawConfig;
 use super::{Config, Diagnostics};
+use crate::product::Product;
 
 /// Validates `raw`; relative paths are taken from `base_dir`.
 pub(super) fn validate(raw: RawConfig, diagnostics: &mut Diagnostics, base_dir: &Path) -> Config {
@@ -36,11 +37,18 @@ pub(super) fn validate(raw: RawConfig, diagnostics: &mut Diagnostics, base_dir: 
     let poll = poll::poll(poll.unwrap_or_default(), &rate_limit, diagnostics);
     let regions = regions::regions(regions.unwrap_or_default(), diagnostics);
 
-    let global = expect::merge(&expect::defaults(), expect.as_ref());
-    let global_expect = expect::check(&global, "expect", diagnostics);
+    expect::check_nesting(expect.as_ref(), "expect", diagnostics);
+    let global = [expect::Scope {
+        block: expect.as_ref(),
+        path: "expect",
+    }];
+    let global_expects = Product::ALL
+        .into_iter()
+        .map(|p| (p, expect::product_expect(p, &global, diagnostics)))
+        .collect();
     let context = apps::Context {
-        global: &global,
-        global_expect: &global_expect,
+        global: expect.as_ref(),
+        global_expects: &global_expects,
         regions: &regions,
         base_dir,
     };
