@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TargetKey;
-use crate::drift::{Finding, Observed};
+use crate::drift::{Expected, ExtraCommands, Finding, Observed, Presence};
 use crate::product::Product;
 use crate::redact;
 use crate::tencent::PollError;
@@ -113,6 +113,54 @@ pub struct TargetReport {
     /// Unix time of the last completed poll (daemon only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_poll: Option<f64>,
+    /// What the configuration should be (daemon only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<ExpectedView>,
+    /// Unix time since which `status` holds (daemon only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_since: Option<f64>,
+    /// Observed changes, and the Unix time of the last (daemon only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<f64>,
+}
+
+/// An expectation as shown: URLs redacted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectedView {
+    /// `required`, `forbidden` or `any`.
+    pub present: String,
+    pub url_scheme: String,
+    pub url: Option<String>,
+    pub url_prefix: Option<String>,
+    pub commands: Vec<String>,
+    /// `drift` or `allow`.
+    pub extra_commands: String,
+    pub ignore_commands: Vec<String>,
+}
+
+impl From<&Expected> for ExpectedView {
+    fn from(e: &Expected) -> Self {
+        ExpectedView {
+            present: match e.present {
+                Presence::Required => "required",
+                Presence::Forbidden => "forbidden",
+                Presence::Any => "any",
+            }
+            .to_owned(),
+            url_scheme: e.url_scheme.clone(),
+            url: e.url.as_deref().map(redact::url),
+            url_prefix: e.url_prefix.as_deref().map(redact::url),
+            commands: e.commands.clone(),
+            extra_commands: match e.extra_commands {
+                ExtraCommands::Drift => "drift",
+                ExtraCommands::Allow => "allow",
+            }
+            .to_owned(),
+            ignore_commands: e.ignore_commands.clone(),
+        }
+    }
 }
 
 impl TargetReport {
@@ -136,6 +184,10 @@ impl TargetReport {
             error_class: error.map(|e| e.kind().to_owned()),
             request_id,
             last_poll: None,
+            expected: None,
+            status_since: None,
+            changes: None,
+            last_change: None,
         }
     }
 }

@@ -12,11 +12,11 @@
 
 pub mod cross_site;
 pub mod limits;
+mod page;
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -30,7 +30,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::report::Verdict;
 use crate::status::Status;
 use crate::web::{self, WebConfig};
 use limits::ConnectionLimits;
@@ -53,6 +52,8 @@ pub type ReloadReply = oneshot::Sender<Result<(), Vec<String>>>;
 
 /// What the handlers read.
 pub struct AppState {
+    /// When the daemon started, for the page's uptime.
+    pub started: std::time::Instant,
     pub status: Arc<Status>,
     pub metrics: Arc<Metrics>,
     /// Where `POST /-/reload` asks the daemon to reload; `None` disables the endpoint.
@@ -232,7 +233,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Full<Bytes
         ("/", true) => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            landing_page(&state.status),
+            page::render(state),
         ),
         ("/api/v1/targets", true) => match serde_json::to_vec_pretty(&state.status.report()) {
             Ok(json) => respond(StatusCode::OK, "application/json", json),
@@ -326,136 +327,5 @@ async fn reload(state: &AppState) -> Response<Full<Bytes>> {
             ),
         ),
         Err(_) => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "shutting down\n"),
-    }
-}
-
-/// Escapes text for HTML element content and attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// RFC 3339, from Unix seconds. The clock can be set anywhere, so out-of-range times are
-/// clamped, not a panic: before 1970 shows the epoch, past year 9999 (the last humantime
-/// formats) its last second.
-fn timestamp(unix: f64) -> String {
-    const LAST: f64 = 253_402_300_799.0;
-    let secs = if unix.is_nan() {
-        0.0
-    } else {
-        unix.clamp(0.0, LAST)
-    };
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs_f64(secs)).to_string()
-}
-
-/// The landing page: plain server-rendered HTML, no JavaScript.
-fn landing_page(status: &Status) -> String {
-    let report = status.report();
-    let transitions = status.transitions();
-    let mut html = String::with_capacity(16 * 1024);
-    let s = &report.summary;
-    let _ = write!(
-        html,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>calldrift</title>\
-         <meta http-equiv=\"refresh\" content=\"30\">\
-         <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;margin-bottom:1.5em}}\
-         td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}}\
-         .ok{{color:#176f2c}}.drift{{color:#a35200;font-weight:bold}}.error{{color:#b00020;font-weight:bold}}\
-         code{{font-size:90%}}</style></head><body>\
-         <h1>calldrift</h1><p>{} targets: {} clean, {} drifted, {} errors. \
-         <a href=\"/metrics\">metrics</a> · <a href=\"/api/v1/targets\">JSON</a> · \
-         <a href=\"/-/ready\">readiness</a></p>\
-         <h2>Targets</h2><table><tr><th>app</th><th>SDKAppID</th><th>region</th><th>product</th><th>status</th>\
-         <th>last poll</th><th>callback URL</th><th>commands</th><th>findings</th><th>error</th></tr>",
-        s.targets, s.clean, s.drifted, s.errors
-    );
-    for t in &report.targets {
-        let class = t.status.as_str();
-        let last_poll = t.last_poll.map_or_else(|| "not yet".to_owned(), timestamp);
-        let (url, commands) = match &t.observed {
-            Some(o) if o.present => (o.url.clone().unwrap_or_default(), o.commands.join(", ")),
-            Some(_) => ("(no callback configuration)".to_owned(), String::new()),
-            None => (String::new(), String::new()),
-        };
-        let findings: Vec<String> = t.findings.iter().map(|f| escape(&f.to_string())).collect();
-        let error = match (&t.error, t.status) {
-            (Some(e), Verdict::Error) => {
-                format!(
-                    "{}{}",
-                    escape(e),
-                    t.request_id
-                        .as_deref()
-                        .map(|id| format!(" <code>{}</code>", escape(id)))
-                        .unwrap_or_default()
-                )
-            }
-            _ => String::new(),
-        };
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{class}</td>\
-             <td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&t.app),
-            t.sdkappid,
-            escape(&t.region),
-            t.product,
-            escape(&last_poll),
-            escape(&url),
-            escape(&commands),
-            findings.join("<br>"),
-            error
-        );
-    }
-    html.push_str("</table><h2>Last transitions</h2><table><tr><th>time</th><th>target</th><th>transition</th><th>detail</th></tr>");
-    if transitions.is_empty() {
-        html.push_str("<tr><td colspan=\"4\">none yet</td></tr>");
-    }
-    for t in &transitions {
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{} ({}, {}, {})</td><td>{}</td><td>{}</td></tr>",
-            escape(&timestamp(t.time)),
-            escape(&t.app),
-            t.sdkappid,
-            escape(&t.region),
-            t.product,
-            t.kind.as_str(),
-            escape(&t.detail)
-        );
-    }
-    html.push_str("</table></body></html>\n");
-    html
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{escape, timestamp};
-
-    #[test]
-    fn timestamps_out_of_range_are_clamped_not_a_panic() {
-        assert_eq!(timestamp(86_400.5), "1970-01-02T00:00:00Z");
-        assert_eq!(timestamp(-5.0), "1970-01-01T00:00:00Z");
-        assert_eq!(timestamp(f64::NAN), "1970-01-01T00:00:00Z");
-        for huge in [1e12, 1e300, f64::INFINITY] {
-            assert_eq!(timestamp(huge), "9999-12-31T23:59:59Z");
-        }
-    }
-
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            escape("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
     }
 }

@@ -190,6 +190,7 @@ fn start(
     log_start(&listener, &config, shard);
 
     let app_state = Arc::new(AppState {
+        started: std::time::Instant::now(),
         status: status.clone(),
         metrics: metrics.clone(),
         reload: config_path.as_ref().map(|_| inbox.sender.clone()),

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use crate::drift::{self, Expected, Finding, Observed};
-use crate::report::{self, ObservedView};
+use crate::report::{self, ObservedView, Verdict};
 use crate::tencent::{PollError, PollOutcome};
 
 /// Everything known about one target.
@@ -31,6 +31,8 @@ pub struct Knowledge {
     pub changes: u64,
     /// Polled since it was configured (readiness).
     pub polled: bool,
+    /// When the verdict (ok, drift, error) last became what it is.
+    pub verdict_since: Option<f64>,
 }
 
 impl Knowledge {
@@ -80,6 +82,7 @@ pub fn decide(
     now: f64,
 ) -> Decision {
     let mut decision = Decision::default();
+    let verdict_before = known.polled.then(|| verdict(known));
     known.polled = true;
     known.last_poll = Some(now);
     known.request_id.clone_from(&outcome.request_id);
@@ -104,7 +107,14 @@ pub fn decide(
             known.error = Some(error.clone());
         }
     }
+    if verdict_before != Some(verdict(known)) {
+        known.verdict_since = Some(now);
+    }
     decision
+}
+
+fn verdict(known: &Knowledge) -> Verdict {
+    Verdict::of(known.error.is_some(), &known.findings)
 }
 
 /// Re-applies (possibly new) expectations to what was last observed, after a reload.
@@ -332,6 +342,24 @@ mod tests {
             let mut known = Knowledge::default();
             assert_eq!(run(&mut known, &outcomes), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn the_verdict_is_dated_when_it_changes_not_at_every_poll() {
+        let mut known = Knowledge::default();
+        let expect = Expected::default();
+        let http = present("http://h/cb", &[START, END]);
+        let since = |known: &mut Knowledge, outcome: PollOutcome, now: f64| {
+            decide(known, &expect, &outcome, now);
+            known.verdict_since
+        };
+        assert_eq!(since(&mut known, answer(clean()), 10.0), Some(10.0));
+        assert_eq!(since(&mut known, answer(clean()), 20.0), Some(10.0));
+        assert_eq!(since(&mut known, answer(http.clone()), 30.0), Some(30.0));
+        assert_eq!(since(&mut known, answer(http), 40.0), Some(30.0));
+        assert_eq!(since(&mut known, failure(), 50.0), Some(50.0));
+        assert_eq!(since(&mut known, failure(), 60.0), Some(50.0));
+        assert_eq!(since(&mut known, answer(clean()), 70.0), Some(70.0));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::config::TargetKey;
 use crate::drift::Check;
 use crate::metrics::{self, MAX_OBSERVED_COMMAND_SERIES, Metrics, TargetSample};
-use crate::report::{Report, TargetReport};
+use crate::report::{ExpectedView, Report, TargetReport};
 use crate::state::SavedTarget;
 use crate::tencent::PollOutcome;
 use crate::tencent::Target;
@@ -222,6 +222,10 @@ impl Status {
                 let k = &e.known;
                 TargetReport {
                     last_poll: k.last_poll,
+                    expected: Some(ExpectedView::from(&e.target.expect)),
+                    status_since: k.verdict_since,
+                    changes: Some(k.changes),
+                    last_change: k.last_change,
                     ..TargetReport::new(
                         &e.target.key,
                         k.view(),
