@@ -41,9 +41,7 @@ pub(super) fn run_daemon(
     // Before binding too: a daemon that cannot keep its state must not start.
     if let Some(state_file) = &loaded.config.state_file {
         if let Err(e) = crate::state::check_writable(state_file) {
-            eprintln!(
-                "{e}; fix the directory or state_file, or remove state_file to keep changes in memory only"
-            );
+            eprintln!("{}", daemon::DaemonError::StateFile(e));
             return Ok(ExitCode::from(1));
         }
     }
