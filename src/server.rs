@@ -359,6 +359,24 @@ fn timestamp(unix: f64) -> String {
 }
 
 /// The landing page: plain server-rendered HTML, no JavaScript.
+/// The endpoint column: `up` or `down (reason)`, and the certificate's days left.
+fn endpoint_cell(endpoint: Option<&crate::report::EndpointReport>) -> String {
+    let Some(e) = endpoint else {
+        return String::new();
+    };
+    let mut cell = match &e.failure {
+        None => "up".to_owned(),
+        Some(reason) => format!("down ({reason})"),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    if let Some(days) = e.days_left(now) {
+        cell.push_str(&format!(", {} days left", days.floor()));
+    }
+    cell
+}
+
 fn landing_page(status: &Status) -> String {
     let report = status.report();
     let transitions = status.transitions();
@@ -376,7 +394,7 @@ fn landing_page(status: &Status) -> String {
          <a href=\"/metrics\">metrics</a> · <a href=\"/api/v1/targets\">JSON</a> · \
          <a href=\"/-/ready\">readiness</a></p>\
          <h2>Targets</h2><table><tr><th>app</th><th>SDKAppID</th><th>region</th><th>product</th><th>status</th>\
-         <th>last poll</th><th>callback URL</th><th>commands</th><th>findings</th><th>error</th></tr>",
+         <th>last poll</th><th>callback URL</th><th>endpoint</th><th>commands</th><th>findings</th><th>error</th></tr>",
         s.targets, s.clean, s.drifted, s.errors
     );
     for t in &report.targets {
@@ -404,13 +422,14 @@ fn landing_page(status: &Status) -> String {
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{class}</td>\
-             <td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&t.app),
             t.sdkappid,
             escape(&t.region),
             t.product,
             escape(&last_poll),
             escape(&url),
+            escape(&endpoint_cell(t.endpoint.as_ref())),
             escape(&commands),
             findings.join("<br>"),
             error
