@@ -115,6 +115,19 @@ impl Entry {
         endpoint_changed
     }
 
+    /// Takes the endpoint's last probe, if another target's endpoint got one: a target that
+    /// joins a probed endpoint shows its state at once, not an interval later.
+    fn adopt_probe(&mut self, last: Option<&LastProbe>) {
+        let Some(last) = last else { return };
+        self.probe = Some(last.result.clone());
+        self.sample.endpoint = Some(EndpointSample {
+            up: last.result.up(),
+            cert_expiry: last.cert_expiry,
+            last_probe: last.result.at,
+            failures: [0; 6],
+        });
+    }
+
     /// What the report shows of the endpoint's last probe.
     fn endpoint_report(&self) -> Option<EndpointReport> {
         let (endpoint, probe) = (self.endpoint.as_ref()?, self.probe.as_ref()?);
@@ -129,10 +142,19 @@ impl Entry {
     }
 }
 
+/// An endpoint's last probe and the last expiry it presented.
+#[derive(Debug)]
+struct LastProbe {
+    result: ProbeResult,
+    cert_expiry: Option<f64>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     entries: BTreeMap<TargetKey, Entry>,
     history: History,
+    /// The last probe of every endpoint some target points at.
+    probes: BTreeMap<Endpoint, LastProbe>,
 }
 
 /// The daemon's knowledge of every target.
@@ -210,6 +232,10 @@ impl Status {
             };
             let decision = knowledge::decide(&mut entry.known, &entry.target.expect, outcome, now);
             let endpoint_changed = entry.sync_sample(&decision, outcome.error_code());
+            if endpoint_changed {
+                let last = entry.endpoint.as_ref().and_then(|e| inner.probes.get(e));
+                entry.adopt_probe(last);
+            }
             if decision.observation_changed {
                 if let Some(observed) = &entry.known.observed {
                     tracing::debug!(app = %key.app, region = %key.region, product = key.product.as_str(), observed = %crate::report::summary(observed), "polled");
@@ -297,12 +323,14 @@ impl Status {
 
 impl ProbeTargets for Status {
     fn endpoints(&self) -> BTreeSet<Endpoint> {
-        let inner = self.lock();
-        inner
+        let mut inner = self.lock();
+        let wanted: BTreeSet<Endpoint> = inner
             .entries
             .values()
             .filter_map(|e| e.endpoint.clone())
-            .collect()
+            .collect();
+        inner.probes.retain(|e, _| wanted.contains(e));
+        wanted
     }
 
     fn endpoints_changed(&self) -> &tokio::sync::Notify {
@@ -311,6 +339,14 @@ impl ProbeTargets for Status {
 
     fn record(&self, endpoint: &Endpoint, result: &ProbeResult) {
         let mut inner = self.lock();
+        let known_expiry = inner.probes.get(endpoint).and_then(|p| p.cert_expiry);
+        inner.probes.insert(
+            endpoint.clone(),
+            LastProbe {
+                result: result.clone(),
+                cert_expiry: result.not_after.or(known_expiry),
+            },
+        );
         for entry in inner.entries.values_mut() {
             if entry.endpoint.as_ref() == Some(endpoint) {
                 entry.probe = Some(result.clone());
@@ -324,7 +360,9 @@ impl ProbeTargets for Status {
     }
 
     fn forget_probes(&self) {
-        for entry in self.lock().entries.values_mut() {
+        let mut inner = self.lock();
+        inner.probes.clear();
+        for entry in inner.entries.values_mut() {
             entry.probe = None;
             entry.sample.endpoint = None;
         }
