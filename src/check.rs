@@ -6,10 +6,13 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::config::{Config, Secrets};
 use crate::drift;
+use crate::probe::{self, Endpoint, ProbeError, Prober};
 use crate::ratelimit::RateLimits;
-use crate::report::{ObservedView, Report, TargetReport};
+use crate::report::{EndpointReport, ObservedView, Report, TargetReport};
 use crate::shard::Shard;
-use crate::tencent::{self, Client, ClientError, ClientSettings, NoObserver, PollOutcome, Target};
+use crate::tencent::{
+    self, Client, ClientError, ClientSettings, NoObserver, PollOutcome, Resolver, Target,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -17,6 +20,8 @@ pub enum CheckError {
     UnknownApp(String),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
 }
 
 /// The report line for one target after one poll.
@@ -181,4 +186,48 @@ pub async fn poll_outcomes_with(
     done.into_iter()
         .map(|(_, target, outcome)| (target, outcome))
         .collect()
+}
+
+/// `check --endpoint`: probes each distinct callback endpoint of `report` once (at most
+/// [`probe::MAX_IN_FLIGHT`] at a time, with `endpoint_probe`'s timeout, roots and
+/// `allow_private`, whether or not the daemon's probing is enabled) and adds each target's
+/// `endpoint`. Redacted URLs keep their host and port, so the report is enough.
+pub async fn probe_endpoints(
+    config: &Config,
+    report: &mut Report,
+    resolver: Option<Resolver>,
+    clock: Arc<dyn Clock>,
+) -> Result<(), CheckError> {
+    let prober = Arc::new(Prober::new(&config.endpoint_probe, resolver, clock)?);
+    let endpoint_of = |t: &TargetReport| {
+        let url = t.observed.as_ref()?.url.as_deref()?;
+        Endpoint::of_url(url)
+    };
+    let endpoints: std::collections::BTreeSet<Endpoint> =
+        report.targets.iter().filter_map(endpoint_of).collect();
+    let slots = Arc::new(tokio::sync::Semaphore::new(probe::MAX_IN_FLIGHT));
+    let mut tasks = tokio::task::JoinSet::new();
+    for endpoint in endpoints {
+        let (prober, slots) = (prober.clone(), slots.clone());
+        tasks.spawn(async move {
+            // The semaphore is never closed, so acquiring only waits.
+            let _slot = slots.acquire_owned().await.ok();
+            let result = prober.probe(&endpoint).await;
+            (endpoint, result)
+        });
+    }
+    let mut results = std::collections::BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((endpoint, result)) = joined {
+            results.insert(endpoint, result);
+        }
+    }
+    for target in &mut report.targets {
+        if let Some(endpoint) = endpoint_of(target) {
+            target.endpoint = results
+                .get(&endpoint)
+                .map(|result| EndpointReport::new(&endpoint, result, None));
+        }
+    }
+    Ok(())
 }

@@ -21,6 +21,7 @@ use prometheus::{
 
 use crate::config::TargetKey;
 use crate::drift::Check;
+use crate::probe::{ProbeResult, Reason};
 use crate::tencent::RequestObserver;
 use crate::web::AuthFailure;
 
@@ -202,6 +203,34 @@ pub struct TargetSample {
     pub drift: [bool; 6],
     /// Escaped command label values and whether each is enabled, sorted.
     commands: Vec<(String, bool)>,
+    /// The callback endpoint's probes; `None` (no series) until one is recorded for the
+    /// target's current `https` endpoint.
+    pub endpoint: Option<EndpointSample>,
+}
+
+/// What a target's callback endpoint exports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointSample {
+    pub up: bool,
+    /// The earliest notAfter presented at the last probe that got certificates.
+    pub cert_expiry: Option<f64>,
+    pub last_probe: f64,
+    /// In the order of [`Reason::ALL`].
+    pub failures: [u64; 6],
+}
+
+impl EndpointSample {
+    /// Takes in one probe; a probe that saw no certificate keeps the last known expiry.
+    pub fn record(&mut self, result: &ProbeResult) {
+        self.up = result.up();
+        self.last_probe = result.at;
+        if let Some(not_after) = result.not_after {
+            self.cert_expiry = Some(not_after);
+        }
+        if let Some(reason) = result.failure {
+            self.failures[reason.index()] += 1;
+        }
+    }
 }
 
 impl TargetSample {
@@ -228,6 +257,7 @@ impl TargetSample {
             polls_skipped: 0,
             drift: [false; 6],
             commands: Vec::new(),
+            endpoint: None,
         };
         sample.set_commands(commands.into_iter().map(|c| (c, false)));
         sample
@@ -377,6 +407,7 @@ where
             }
         },
     );
+    write_endpoint_families(out, samples.clone());
     family(
         out,
         "calldrift_callback_command_enabled",
@@ -390,6 +421,63 @@ where
                     "calldrift_callback_command_enabled{{{},command=\"{command}\"}} {}",
                     s.labels,
                     flag(*on)
+                );
+            }
+        },
+    );
+}
+
+/// How an endpoint family reads its value; `None`: no series for this target.
+type EndpointField = fn(&EndpointSample) -> Option<f64>;
+
+/// The per-target endpoint families with one value each: name, type, help, value.
+const ENDPOINT_FAMILIES: [(&str, &str, &str, EndpointField); 3] = [
+    (
+        "calldrift_callback_endpoint_up",
+        "gauge",
+        "1 if the last probe of the callback endpoint completed a verified TLS handshake, else 0.",
+        |e| Some(f64::from(flag(e.up))),
+    ),
+    (
+        "calldrift_callback_endpoint_cert_expiry_timestamp_seconds",
+        "gauge",
+        "Unix time of the earliest notAfter among the certificates the callback endpoint presented.",
+        |e| e.cert_expiry,
+    ),
+    (
+        "calldrift_callback_endpoint_last_probe_timestamp_seconds",
+        "gauge",
+        "Unix time of the last probe of the callback endpoint.",
+        |e| Some(e.last_probe),
+    ),
+];
+
+/// The callback endpoint families, for the targets with a probed `https` endpoint only.
+fn write_endpoint_families<'a, I>(out: &mut Vec<u8>, samples: I)
+where
+    I: Iterator<Item = &'a TargetSample> + Clone,
+{
+    let probed = samples.filter(|s| s.endpoint.is_some());
+    for (name, kind, help, value) in ENDPOINT_FAMILIES {
+        family(out, name, kind, help, probed.clone(), |out, s| {
+            if let Some(v) = s.endpoint.as_ref().and_then(value) {
+                let _ = writeln!(out, "{name}{{{}}} {v}", s.labels);
+            }
+        });
+    }
+    family(
+        out,
+        "calldrift_callback_endpoint_probe_failures_total",
+        "counter",
+        "Failed probes of the callback endpoint by reason: dns, connect, timeout, tls_handshake, tls_verify, blocked_address.",
+        probed,
+        |out, s| {
+            let Some(endpoint) = &s.endpoint else { return };
+            for (reason, n) in Reason::ALL.iter().zip(endpoint.failures) {
+                let _ = writeln!(
+                    out,
+                    "calldrift_callback_endpoint_probe_failures_total{{{},reason=\"{reason}\"}} {n}",
+                    s.labels
                 );
             }
         },
@@ -457,6 +545,57 @@ mod tests {
         assert!(
             text.contains("not from the scrape"),
             "HELP says where values come from"
+        );
+    }
+
+    #[test]
+    fn endpoint_families_only_for_probed_targets() {
+        let m = Metrics::new("0.1.0", "abc");
+        let plain = TargetSample::new(&key(), []);
+        let mut probed = TargetSample::new(
+            &TargetKey::new("b", 1400000002, "china", crate::product::Product::Room),
+            [],
+        );
+        let mut endpoint = EndpointSample::default();
+        endpoint.record(&ProbeResult {
+            at: 1_700_000_000.0,
+            failure: None,
+            not_after: Some(1_800_000_000.0),
+            detail: None,
+        });
+        endpoint.record(&ProbeResult {
+            at: 1_700_000_300.0,
+            failure: Some(Reason::Dns),
+            not_after: None,
+            detail: Some("nxdomain".to_owned()),
+        });
+        probed.endpoint = Some(endpoint);
+        let text = String::from_utf8(
+            m.render(|out| write_target_families(out, [&plain, &probed].into_iter())),
+        )
+        .expect("utf8");
+        let labels = "app=\"b\",product=\"room\",region=\"china\",sdkappid=\"1400000002\"";
+        for line in [
+            format!("calldrift_callback_endpoint_up{{{labels}}} 0"),
+            format!(
+                "calldrift_callback_endpoint_cert_expiry_timestamp_seconds{{{labels}}} 1800000000"
+            ),
+            format!(
+                "calldrift_callback_endpoint_last_probe_timestamp_seconds{{{labels}}} 1700000300"
+            ),
+            format!(
+                "calldrift_callback_endpoint_probe_failures_total{{{labels},reason=\"dns\"}} 1"
+            ),
+            format!(
+                "calldrift_callback_endpoint_probe_failures_total{{{labels},reason=\"blocked_address\"}} 0"
+            ),
+            "# TYPE calldrift_callback_endpoint_probe_failures_total counter".to_owned(),
+        ] {
+            assert!(text.contains(&line), "missing {line}\n{text}");
+        }
+        assert!(
+            !text.contains("calldrift_callback_endpoint_up{app=\"a\""),
+            "a target without a probed endpoint has no endpoint series"
         );
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TargetKey;
 use crate::drift::{Expected, ExtraCommands, Finding, Observed, Presence};
+use crate::probe::{Endpoint, ProbeResult};
 use crate::product::Product;
 use crate::redact;
 use crate::tencent::PollError;
@@ -124,6 +125,10 @@ pub struct TargetReport {
     pub changes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_change: Option<f64>,
+    /// The callback endpoint's last probe (the daemon, or `check --endpoint`); absent
+    /// when the URL is not `https` or no probe ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointReport>,
 }
 
 /// An expectation as shown: URLs redacted.
@@ -163,6 +168,66 @@ impl From<&Expected> for ExpectedView {
     }
 }
 
+/// How a target's callback endpoint answered its last probe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointReport {
+    /// `host:port`.
+    pub endpoint: String,
+    /// The last probe completed a verified TLS handshake.
+    pub up: bool,
+    /// Why the last probe failed: `dns`, `connect`, `timeout`, `tls_handshake`,
+    /// `tls_verify` or `blocked_address`.
+    pub failure: Option<String>,
+    /// What went wrong, in words.
+    pub detail: Option<String>,
+    /// Unix time of the earliest notAfter presented (the last known one).
+    pub cert_not_after: Option<f64>,
+    /// Unix time of the last probe.
+    pub last_probe: f64,
+}
+
+impl EndpointReport {
+    /// The report of `endpoint` after `result`; `cert_not_after` is the last known expiry.
+    pub fn new(endpoint: &Endpoint, result: &ProbeResult, cert_not_after: Option<f64>) -> Self {
+        EndpointReport {
+            endpoint: endpoint.to_string(),
+            up: result.up(),
+            failure: result.failure.map(|r| r.as_str().to_owned()),
+            detail: result.detail.clone(),
+            cert_not_after: cert_not_after.or(result.not_after),
+            last_probe: result.at,
+        }
+    }
+
+    /// Days from `now` until the certificate expires; negative once it has.
+    pub fn days_left(&self, now: f64) -> Option<f64> {
+        self.cert_not_after.map(|t| (t - now) / 86_400.0)
+    }
+
+    /// One line: `host:port: up|down (reason: detail), certificate valid until DATE`.
+    pub fn summary(&self) -> String {
+        let mut line = format!("{}: ", self.endpoint);
+        match &self.failure {
+            None => line.push_str("up"),
+            Some(reason) => {
+                line.push_str(&format!("down ({reason}"));
+                if let Some(detail) = &self.detail {
+                    line.push_str(&format!(": {detail}"));
+                }
+                line.push(')');
+            }
+        }
+        if let Some(t) = self.cert_not_after.filter(|t| *t >= 0.0) {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t);
+            line.push_str(&format!(
+                ", certificate valid until {}",
+                humantime::format_rfc3339_seconds(at)
+            ));
+        }
+        line
+    }
+}
+
 impl TargetReport {
     /// The report of one target from what is known of it.
     pub fn new(
@@ -188,6 +253,7 @@ impl TargetReport {
             status_since: None,
             changes: None,
             last_change: None,
+            endpoint: None,
         }
     }
 }
@@ -266,6 +332,9 @@ impl Report {
             for finding in &t.findings {
                 out.push_str(&format!("    {finding}\n"));
             }
+            if let Some(endpoint) = &t.endpoint {
+                out.push_str(&format!("    endpoint {}\n", endpoint.summary()));
+            }
         }
         let s = &self.summary;
         out.push_str(&format!(
@@ -298,6 +367,39 @@ mod tests {
             "https://h/cb?token=REDACTED [Call.CallbackAfterEndCall, Call.CallbackAfterStartCall]"
         );
         assert_eq!(summary(&Observed::Absent), "absent");
+    }
+
+    #[test]
+    fn endpoint_summaries() {
+        let endpoint = Endpoint {
+            host: "hooks.example.com".to_owned(),
+            port: 443,
+        };
+        let result = ProbeResult {
+            at: 1_700_000_000.0,
+            failure: Some(crate::probe::Reason::TlsVerify),
+            not_after: Some(1_907_712_000.0),
+            detail: Some("certificate expired".to_owned()),
+        };
+        let report = EndpointReport::new(&endpoint, &result, None);
+        assert_eq!(
+            report.summary(),
+            "hooks.example.com:443: down (tls_verify: certificate expired), certificate valid until 2030-06-15T00:00:00Z"
+        );
+        assert_eq!(
+            report.days_left(1_907_712_000.0 - 86_400.0 * 3.0),
+            Some(3.0)
+        );
+        let ok = ProbeResult {
+            failure: None,
+            not_after: None,
+            detail: None,
+            ..result
+        };
+        assert_eq!(
+            EndpointReport::new(&endpoint, &ok, None).summary(),
+            "hooks.example.com:443: up"
+        );
     }
 
     #[test]

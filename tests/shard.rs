@@ -26,7 +26,7 @@ fn sharded_yaml(sim: &Sim, secret: impl Fn(u64) -> String) -> String {
         })
         .collect();
     format!(
-        "poll:\n  interval: 1s\n  timeout: 2s\nregions:\n  sim: \"{base}\"\n  sim2: \"{base}\"\napps:\n{}",
+        "poll:\n  interval: 1s\n  timeout: 2s\nendpoint_probe:\n  enabled: false\nregions:\n  sim: \"{base}\"\n  sim2: \"{base}\"\napps:\n{}",
         apps.concat(),
         base = sim.base()
     )

@@ -17,18 +17,22 @@ use crate::report::count;
 
 use super::logging::{init_logging, load_and_start_logging, log_format};
 use super::progress::ProgressLine;
-use super::{ConfigArg, LogFormatArg, ReportFormat, ShardArg, runtime};
+use super::{CheckScope, ConfigArg, LogFormatArg, ReportFormat, runtime};
 
 /// `calldrift check`: one pass, the report, and 0/2/1 for clean/drift/error.
 pub(super) fn check(
     config: ConfigArg,
     format: ReportFormat,
-    apps: Vec<String>,
-    shard: ShardArg,
+    scope: CheckScope,
     quiet: bool,
     cli_level: &Option<String>,
     cli_format: Option<LogFormatArg>,
 ) -> anyhow::Result<ExitCode> {
+    let CheckScope {
+        apps,
+        shard,
+        endpoint,
+    } = scope;
     let Some(loaded) = load_and_start_logging(&config.config, shard.shard, cli_level, cli_format)
     else {
         return Ok(ExitCode::from(1));
@@ -39,17 +43,26 @@ pub(super) fn check(
         shard: shard.shard,
     };
     let mut line = ProgressLine::on_terminal("checking", quiet);
-    let report = runtime()?.block_on(crate::check::run_with_progress(
+    let runtime = runtime()?;
+    let mut report = runtime.block_on(crate::check::run_with_progress(
         &loaded.config,
         &loaded.secrets,
         &selection,
-        clock,
+        clock.clone(),
         &mut |done, total| {
             if let Some(line) = &mut line {
                 line.update(done, total);
             }
         },
     ))?;
+    if endpoint {
+        runtime.block_on(crate::check::probe_endpoints(
+            &loaded.config,
+            &mut report,
+            None,
+            clock,
+        ))?;
+    }
     match format {
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         ReportFormat::Text => print!("{}", report.to_text()),

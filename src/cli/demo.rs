@@ -22,8 +22,10 @@ pub(super) async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = bind(listen).await?;
     let listen = listener.local_addr()?;
 
+    // The demo's callback URLs are made up (example.com): probing them would only send
+    // DNS queries off the machine.
     let mut yaml = format!(
-        "listen: \"{listen}\"\npoll:\n  interval: 5s\nregions:\n  sim: \"http://{sim_addr}\"\napps:\n"
+        "listen: \"{listen}\"\npoll:\n  interval: 5s\nendpoint_probe:\n  enabled: false\nregions:\n  sim: \"http://{sim_addr}\"\napps:\n"
     );
     for (index, app) in scenario.apps.iter().enumerate() {
         let name = DEMO_NAMES

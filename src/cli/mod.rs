@@ -56,6 +56,14 @@ pub struct ShardArg {
     pub shard: Option<Shard>,
 }
 
+/// What `check` covers: the apps (all if none), the shard, and whether endpoints are probed.
+#[derive(Debug)]
+struct CheckScope {
+    apps: Vec<String>,
+    shard: ShardArg,
+    endpoint: bool,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ReportFormat {
     Text,
@@ -85,6 +93,10 @@ pub enum Command {
         /// No progress line on stderr (there is none anyway when stderr is not a terminal).
         #[arg(long, short)]
         quiet: bool,
+        /// Also probe each callback endpoint (DNS, TLS handshake, certificate expiry; no
+        /// HTTP request) and report it; the exit status still reflects the configuration only.
+        #[arg(long)]
+        endpoint: bool,
     },
     /// Read every target once and write the config back with each app's expect: set to
     /// what was observed: a baseline to review and commit, on which `check` exits 0.
@@ -213,7 +225,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             apps,
             shard,
             quiet,
-        } => commands::check(config, report, apps, shard, quiet, &level, format),
+            endpoint,
+        } => commands::check(
+            config,
+            report,
+            CheckScope {
+                apps,
+                shard,
+                endpoint,
+            },
+            quiet,
+            &level,
+            format,
+        ),
         Command::Usersig {
             sdkappid,
             identifier,

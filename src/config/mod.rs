@@ -124,6 +124,32 @@ pub struct RateLimit {
     pub per_app_per_second: u32,
 }
 
+/// `endpoint_probe:`: how the callback endpoints' DNS, TLS and certificates are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointProbe {
+    pub enabled: bool,
+    /// Each distinct `host:port` is probed at most this often.
+    pub interval: Duration,
+    /// For the whole probe: resolution, connection and handshake.
+    pub timeout: Duration,
+    /// Probe hosts that resolve to loopback, private, link-local or similar addresses.
+    pub allow_private: bool,
+    /// Roots trusted besides the bundled ones, for callback endpoints only.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for EndpointProbe {
+    fn default() -> Self {
+        EndpointProbe {
+            enabled: true,
+            interval: Duration::from_secs(300),
+            timeout: Duration::from_secs(10),
+            allow_private: false,
+            ca_file: None,
+        }
+    }
+}
+
 /// A REST gateway: the primary base URL and, for built-in regions, the backup domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Region {
@@ -168,6 +194,7 @@ pub struct Config {
     pub ca_file: Option<PathBuf>,
     pub poll: Poll,
     pub rate_limit: RateLimit,
+    pub endpoint_probe: EndpointProbe,
     pub regions: BTreeMap<String, Region>,
     pub apps: Vec<App>,
 }

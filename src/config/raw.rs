@@ -19,6 +19,7 @@ pub(super) struct RawConfig {
     pub(super) ca_file: Option<PathBuf>,
     pub(super) poll: Option<RawPoll>,
     pub(super) rate_limit: Option<RawRateLimit>,
+    pub(super) endpoint_probe: Option<RawEndpointProbe>,
     pub(super) regions: Option<BTreeMap<String, RawRegion>>,
     pub(super) expect: Option<RawExpect>,
     pub(super) apps: Option<Vec<RawApp>>,
@@ -38,6 +39,16 @@ pub(super) struct RawPoll {
 pub(super) struct RawRateLimit {
     pub(super) per_second: Option<u32>,
     pub(super) per_app_per_second: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawEndpointProbe {
+    pub(super) enabled: Option<bool>,
+    pub(super) interval: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) allow_private: Option<bool>,
+    pub(super) ca_file: Option<PathBuf>,
 }
 
 /// A user region: a base URL, or `{url, backup}` with a backup domain.

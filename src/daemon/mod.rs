@@ -19,6 +19,7 @@ use self::reload::{Current, Prepared};
 use crate::clock::Clock;
 use crate::config::{Config, LoadedConfig, TargetKey};
 use crate::metrics::Metrics;
+use crate::probe::{self, ProbeError, Prober};
 use crate::ratelimit::RateLimits;
 use crate::scheduler::{self, Plan};
 use crate::server::{self, AppState, ReloadReply};
@@ -36,6 +37,8 @@ pub enum DaemonError {
     Server(std::io::Error),
     #[error(transparent)]
     Web(#[from] WebConfigError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
     #[error(
         "{0}; fix the directory or state_file, or remove state_file to keep changes in memory only"
     )]
@@ -119,6 +122,7 @@ struct Running {
     metrics: Arc<Metrics>,
     app_state: Arc<AppState>,
     plans: watch::Sender<Arc<Plan>>,
+    probers: watch::Sender<Option<Arc<Prober>>>,
     saved: BTreeMap<TargetKey, SavedTarget>,
     state_path: StatePath,
     tasks: Tasks,
@@ -181,12 +185,14 @@ fn start(
     metrics.reload_successful.set(1);
     metrics.reload_success_time.set(clock.unix_f64());
     let client = new_client(&config, resolver.clone(), &clock, &metrics)?;
+    let prober = reload::new_prober(&config, resolver.clone(), &clock)?;
 
     let saved = load_state(config.state_file.as_ref(), clock.as_ref());
     let status = Arc::new(Status::new(metrics.clone(), clock.clone()));
     let targets = tencent::targets(&config, &loaded.secrets);
     status.apply_targets(&targets, &saved);
     let (plans, plan_rx) = watch::channel(plan(targets, &config, &client));
+    let (probers, prober_rx) = watch::channel(prober.clone());
     log_start(&listener, &config, shard);
 
     let app_state = Arc::new(AppState {
@@ -204,6 +210,7 @@ fn start(
     };
     let tasks = Tasks::spawn(
         plan_rx,
+        prober_rx,
         writer,
         listener,
         app_state.clone(),
@@ -214,6 +221,7 @@ fn start(
         current: Current {
             config,
             client,
+            prober,
             resolver,
             shard,
         },
@@ -223,6 +231,7 @@ fn start(
         metrics,
         app_state,
         plans,
+        probers,
         saved,
         state_path,
         tasks,
@@ -262,11 +271,12 @@ fn new_client(
     )?))
 }
 
-/// The daemon's tasks: the scheduler (and the polls it spawns), the HTTP server and the
-/// state writer.
+/// The daemon's tasks: the scheduler (and the polls it spawns), the endpoint prober, the
+/// HTTP server and the state writer.
 struct Tasks {
     scheduler: Task<()>,
     polls: TaskTracker,
+    probe: Task<()>,
     server: Task<std::io::Result<()>>,
     writer: Task<()>,
 }
@@ -274,6 +284,7 @@ struct Tasks {
 impl Tasks {
     fn spawn(
         plans: watch::Receiver<Arc<Plan>>,
+        probers: watch::Receiver<Option<Arc<Prober>>>,
         writer: StateWriter,
         listener: TcpListener,
         app_state: Arc<AppState>,
@@ -285,8 +296,11 @@ impl Tasks {
         let stop = shutdown.child_token();
         let scheduler = spawn(
             stop.clone(),
-            scheduler::run(plans, status, metrics, stop, polls.clone()),
+            scheduler::run(plans, status.clone(), metrics, stop, polls.clone()),
         );
+        // Its own task and concurrency bound: probes never hold a poll's slot or the limiter.
+        let stop = shutdown.child_token();
+        let probe = spawn(stop.clone(), probe::run(probers, status, stop));
         let stop = CancellationToken::new();
         let server = spawn(stop.clone(), server::run(listener, app_state, stop));
         let stop = CancellationToken::new();
@@ -297,6 +311,7 @@ impl Tasks {
         Tasks {
             scheduler,
             polls,
+            probe,
             server,
             writer,
         }
@@ -311,6 +326,15 @@ fn plan(targets: Vec<Target>, config: &Config, client: &Arc<Client>) -> Arc<Plan
         max_concurrency: config.poll.max_concurrency,
         client: client.clone(),
     })
+}
+
+/// The same prober (or none twice): nothing for the probe loop to take in.
+fn same_prober(a: Option<&Arc<Prober>>, b: Option<&Arc<Prober>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 impl Running {
@@ -346,6 +370,7 @@ impl Running {
             web,
             warnings,
             client,
+            prober,
             targets,
         } = prepared;
         for warning in &warnings {
@@ -358,12 +383,18 @@ impl Running {
         }
         self.status.apply_targets(&targets, &self.saved);
         let _ = self.plans.send(plan(targets, new, &client));
+        self.probers.send_if_modified(|current| {
+            let changed = !same_prober(current.as_ref(), prober.as_ref());
+            *current = prober.clone();
+            changed
+        });
         self.metrics.reload_successful.set(1);
         self.metrics.reload_success_time.set(self.clock.unix_f64());
         tracing::info!(targets = new.target_count(), "config reloaded");
         *self.state_path.lock().unwrap_or_else(|p| p.into_inner()) = new.state_file.clone();
         self.current.config = loaded.config;
         self.current.client = client;
+        self.current.prober = prober;
     }
 
     /// Stops scheduling, waits for polls in flight (at most `poll.timeout`), writes the
@@ -371,6 +402,7 @@ impl Running {
     async fn stop(self) -> Result<(), DaemonError> {
         tracing::info!("shutting down: no new polls; waiting for polls in flight");
         self.tasks.scheduler.stop().await;
+        self.tasks.probe.stop().await;
         self.tasks.polls.close();
         let in_flight =
             tokio::time::timeout(self.current.config.poll.timeout, self.tasks.polls.wait());

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::config::{self, Config, LoadedConfig};
 use crate::metrics::Metrics;
+use crate::probe::{ProbeError, Prober};
 use crate::ratelimit::RateLimits;
 use crate::shard::{self, Shard};
 use crate::state;
@@ -21,6 +22,8 @@ pub(super) struct Current {
     /// Already narrowed to `shard`.
     pub(super) config: Config,
     pub(super) client: Arc<Client>,
+    /// `None` when `endpoint_probe.enabled` is false.
+    pub(super) prober: Option<Arc<Prober>>,
     pub(super) resolver: Option<Resolver>,
     pub(super) shard: Option<Shard>,
 }
@@ -31,6 +34,7 @@ pub(super) struct Prepared {
     pub(super) web: WebConfig,
     pub(super) warnings: Vec<String>,
     pub(super) client: Arc<Client>,
+    pub(super) prober: Option<Arc<Prober>>,
     pub(super) targets: Vec<Target>,
 }
 
@@ -40,6 +44,7 @@ pub(super) struct Inputs {
     pub(super) shard: Option<Shard>,
     pub(super) old: Config,
     pub(super) client: Arc<Client>,
+    pub(super) prober: Option<Arc<Prober>>,
     pub(super) resolver: Option<Resolver>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) metrics: Arc<Metrics>,
@@ -57,6 +62,7 @@ impl Inputs {
             shard: current.shard,
             old: current.config.clone(),
             client: current.client.clone(),
+            prober: current.prober.clone(),
             resolver: current.resolver.clone(),
             clock: clock.clone(),
             metrics: metrics.clone(),
@@ -79,6 +85,12 @@ pub(super) fn prepare(inputs: Inputs) -> Result<Prepared, Vec<String>> {
         state::check_writable(path).map_err(|e| vec![format!("state_file: {e}")])?;
     }
     let client = client_for(&loaded.config, &inputs).map_err(|e| vec![e.to_string()])?;
+    let prober = if loaded.config.endpoint_probe == inputs.old.endpoint_probe {
+        inputs.prober.clone()
+    } else {
+        new_prober(&loaded.config, inputs.resolver.clone(), &inputs.clock)
+            .map_err(|e| vec![e.to_string()])?
+    };
     let targets = tencent::targets(&loaded.config, &loaded.secrets);
     let warnings = loaded
         .warnings
@@ -91,8 +103,26 @@ pub(super) fn prepare(inputs: Inputs) -> Result<Prepared, Vec<String>> {
         web,
         warnings,
         client,
+        prober,
         targets,
     })
+}
+
+/// The endpoint prober of `config` (its `ca_file` read here), `None` when probing is off.
+pub(super) fn new_prober(
+    config: &Config,
+    resolver: Option<Resolver>,
+    clock: &Arc<dyn Clock>,
+) -> Result<Option<Arc<Prober>>, ProbeError> {
+    let settings = &config.endpoint_probe;
+    if !settings.enabled {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(Prober::new(
+        settings,
+        resolver,
+        clock.clone(),
+    )?)))
 }
 
 /// Keeps the client (and its connection pool and rate limiter) when nothing it depends on

@@ -36,8 +36,8 @@ pub(super) fn render(state: &AppState) -> String {
     });
     html.push_str(
         "<h2>Targets</h2><table id=\"targets\"><tr><th>target</th><th>status</th>\
-         <th>expected</th><th>observed</th><th>findings</th><th>changes</th>\
-         <th>last poll</th></tr>",
+         <th>expected</th><th>observed</th><th>findings</th><th>endpoint</th>\
+         <th>changes</th><th>last poll</th></tr>",
     );
     for t in targets {
         target_row(&mut html, t);
@@ -112,7 +112,7 @@ fn target_row(html: &mut String, t: &TargetReport) {
         html,
         "<tr data-status=\"{class}\" data-app=\"{}\" data-product=\"{}\" data-region=\"{}\">\
          <td>{}<br><small>{} · {} · {}</small></td><td class=\"{class}\">{class}{since}{error}</td>\
-         <td>{}</td><td>{}</td><td>{}</td><td>{changes}</td><td>{}</td></tr>",
+         <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{changes}</td><td>{}</td></tr>",
         escape(&t.app),
         t.product.as_str(),
         escape(&t.region),
@@ -125,8 +125,27 @@ fn target_row(html: &mut String, t: &TargetReport) {
             .map_or_else(String::new, |e| expected_cell(e, &missing)),
         observed_cell(t, &unexpected),
         findings.join("<br>"),
+        escape(&endpoint_cell(t.endpoint.as_ref())),
         t.last_poll.map_or_else(|| "not yet".to_owned(), timestamp),
     );
+}
+
+/// The endpoint column: `up` or `down (reason)`, and the certificate's days left.
+fn endpoint_cell(endpoint: Option<&crate::report::EndpointReport>) -> String {
+    let Some(e) = endpoint else {
+        return String::new();
+    };
+    let mut cell = match &e.failure {
+        None => "up".to_owned(),
+        Some(reason) => format!("down ({reason})"),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    if let Some(days) = e.days_left(now) {
+        cell.push_str(&format!(", {} days left", days.floor()));
+    }
+    cell
 }
 
 fn expected_cell(e: &ExpectedView, missing: &[&str]) -> String {

@@ -17,8 +17,9 @@ pub use self::transitions::{TRANSITION_HISTORY, Transition, TransitionKind};
 use crate::clock::Clock;
 use crate::config::TargetKey;
 use crate::drift::Check;
-use crate::metrics::{self, MAX_OBSERVED_COMMAND_SERIES, Metrics, TargetSample};
-use crate::report::{ExpectedView, Report, TargetReport};
+use crate::metrics::{self, EndpointSample, MAX_OBSERVED_COMMAND_SERIES, Metrics, TargetSample};
+use crate::probe::{Endpoint, ProbeResult, ProbeTargets};
+use crate::report::{EndpointReport, ExpectedView, Report, TargetReport};
 use crate::state::SavedTarget;
 use crate::tencent::PollOutcome;
 use crate::tencent::Target;
@@ -29,6 +30,10 @@ struct Entry {
     /// What the target exports; rendered at scrape time.
     sample: TargetSample,
     known: Knowledge,
+    /// The `host:port` of the observed `https` callback URL, probed by `probe`.
+    endpoint: Option<Endpoint>,
+    /// The last probe of `endpoint`.
+    probe: Option<ProbeResult>,
 }
 
 impl Entry {
@@ -54,11 +59,14 @@ impl Entry {
             target: target.clone(),
             sample,
             known,
+            endpoint: None,
+            probe: None,
         }
     }
 
-    /// Brings the sample in line with what one decision changed.
-    fn sync_sample(&mut self, decision: &Decision, error_code: i64) {
+    /// Brings the sample in line with what one decision changed; true if the callback
+    /// endpoint changed.
+    fn sync_sample(&mut self, decision: &Decision, error_code: i64) -> bool {
         let (known, sample) = (&self.known, &mut self.sample);
         sample.last_poll = known.last_poll.unwrap_or(0.0);
         sample.last_success = known.last_success.unwrap_or(0.0);
@@ -67,18 +75,24 @@ impl Entry {
         sample.changes = known.changes;
         sample.last_change = known.last_change.unwrap_or(0.0);
         // Findings change only with the observation (see `knowledge`).
-        if decision.observation_changed {
-            self.sync_observation();
-        }
+        decision.observation_changed && self.sync_observation()
     }
 
-    /// Presence, fingerprint, findings and `command_enabled` for every expected, ignored
-    /// and (capped) observed word.
-    fn sync_observation(&mut self) {
+    /// Presence, fingerprint, findings, `command_enabled` for every expected, ignored and
+    /// (capped) observed word, and the callback endpoint; true if the endpoint changed.
+    fn sync_observation(&mut self) -> bool {
         self.sync_findings();
         let Some(observed) = &self.known.observed else {
-            return;
+            return false;
         };
+        let endpoint = observed.url().and_then(Endpoint::of_url);
+        let endpoint_changed = endpoint != self.endpoint;
+        if endpoint_changed {
+            // The old endpoint's series go; the new one's come with its first probe.
+            self.endpoint = endpoint;
+            self.probe = None;
+            self.sample.endpoint = None;
+        }
         let sample = &mut self.sample;
         sample.fingerprint = self.known.fingerprint.unwrap_or(0);
         sample.present = observed.is_present();
@@ -98,6 +112,27 @@ impl Entry {
             .take(MAX_OBSERVED_COMMAND_SERIES);
         let words: Vec<&str> = configured.iter().copied().chain(extra).collect();
         sample.set_commands(words.into_iter().map(|c| (c, enabled.contains(c))));
+        endpoint_changed
+    }
+
+    /// Takes the endpoint's last probe, if another target's endpoint got one: a target that
+    /// joins a probed endpoint shows its state at once, not an interval later.
+    fn adopt_probe(&mut self, last: Option<&LastProbe>) {
+        let Some(last) = last else { return };
+        self.probe = Some(last.result.clone());
+        self.sample.endpoint = Some(EndpointSample {
+            up: last.result.up(),
+            cert_expiry: last.cert_expiry,
+            last_probe: last.result.at,
+            failures: [0; 6],
+        });
+    }
+
+    /// What the report shows of the endpoint's last probe.
+    fn endpoint_report(&self) -> Option<EndpointReport> {
+        let (endpoint, probe) = (self.endpoint.as_ref()?, self.probe.as_ref()?);
+        let expiry = self.sample.endpoint.as_ref().and_then(|e| e.cert_expiry);
+        Some(EndpointReport::new(endpoint, probe, expiry))
     }
 
     fn sync_findings(&mut self) {
@@ -107,10 +142,19 @@ impl Entry {
     }
 }
 
+/// An endpoint's last probe and the last expiry it presented.
+#[derive(Debug)]
+struct LastProbe {
+    result: ProbeResult,
+    cert_expiry: Option<f64>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     entries: BTreeMap<TargetKey, Entry>,
     history: History,
+    /// The last probe of every endpoint some target points at.
+    probes: BTreeMap<Endpoint, LastProbe>,
 }
 
 /// The daemon's knowledge of every target.
@@ -121,6 +165,8 @@ pub struct Status {
     clock: Arc<dyn Clock>,
     /// Woken whenever something the state file holds has changed.
     pub state_changed: tokio::sync::Notify,
+    /// Woken whenever a target's callback endpoint may have changed.
+    endpoints_changed: tokio::sync::Notify,
 }
 
 impl Status {
@@ -130,6 +176,7 @@ impl Status {
             metrics,
             clock,
             state_changed: tokio::sync::Notify::new(),
+            endpoints_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -162,6 +209,9 @@ impl Status {
             entry.sync_observation();
         }
         self.metrics.targets.set(inner.entries.len() as i64);
+        drop(guard);
+        // Targets came or went: their endpoints with them.
+        self.endpoints_changed.notify_one();
     }
 
     /// Counts a tick skipped because the target's previous poll was still running.
@@ -174,14 +224,18 @@ impl Status {
     /// Takes in one poll's outcome: the decision, then its metrics, logs and transitions.
     pub fn record(&self, key: &TargetKey, outcome: &PollOutcome) {
         let now = self.clock.unix_f64();
-        let state_changed = {
+        let (state_changed, endpoint_changed) = {
             let mut guard = self.lock();
             let inner = &mut *guard;
             let Some(entry) = inner.entries.get_mut(key) else {
                 return;
             };
             let decision = knowledge::decide(&mut entry.known, &entry.target.expect, outcome, now);
-            entry.sync_sample(&decision, outcome.error_code());
+            let endpoint_changed = entry.sync_sample(&decision, outcome.error_code());
+            if endpoint_changed {
+                let last = entry.endpoint.as_ref().and_then(|e| inner.probes.get(e));
+                entry.adopt_probe(last);
+            }
             if decision.observation_changed {
                 if let Some(observed) = &entry.known.observed {
                     tracing::debug!(app = %key.app, region = %key.region, product = key.product.as_str(), observed = %crate::report::summary(observed), "polled");
@@ -192,10 +246,13 @@ impl Status {
                     inner.history.push(t);
                 }
             }
-            decision.state_changed
+            (decision.state_changed, endpoint_changed)
         };
         if state_changed {
             self.state_changed.notify_one();
+        }
+        if endpoint_changed {
+            self.endpoints_changed.notify_one();
         }
     }
 
@@ -226,6 +283,7 @@ impl Status {
                     status_since: k.verdict_since,
                     changes: Some(k.changes),
                     last_change: k.last_change,
+                    endpoint: e.endpoint_report(),
                     ..TargetReport::new(
                         &e.target.key,
                         k.view(),
@@ -264,5 +322,53 @@ impl Status {
                 })
             })
             .collect()
+    }
+}
+
+impl ProbeTargets for Status {
+    fn endpoints(&self) -> BTreeSet<Endpoint> {
+        let mut inner = self.lock();
+        let wanted: BTreeSet<Endpoint> = inner
+            .entries
+            .values()
+            .filter_map(|e| e.endpoint.clone())
+            .collect();
+        inner.probes.retain(|e, _| wanted.contains(e));
+        wanted
+    }
+
+    fn endpoints_changed(&self) -> &tokio::sync::Notify {
+        &self.endpoints_changed
+    }
+
+    fn record(&self, endpoint: &Endpoint, result: &ProbeResult) {
+        let mut inner = self.lock();
+        let known_expiry = inner.probes.get(endpoint).and_then(|p| p.cert_expiry);
+        inner.probes.insert(
+            endpoint.clone(),
+            LastProbe {
+                result: result.clone(),
+                cert_expiry: result.not_after.or(known_expiry),
+            },
+        );
+        for entry in inner.entries.values_mut() {
+            if entry.endpoint.as_ref() == Some(endpoint) {
+                entry.probe = Some(result.clone());
+                entry
+                    .sample
+                    .endpoint
+                    .get_or_insert_with(EndpointSample::default)
+                    .record(result);
+            }
+        }
+    }
+
+    fn forget_probes(&self) {
+        let mut inner = self.lock();
+        inner.probes.clear();
+        for entry in inner.entries.values_mut() {
+            entry.probe = None;
+            entry.sample.endpoint = None;
+        }
     }
 }

@@ -134,8 +134,9 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// TLS trusting Mozilla's roots (bundled, so a minimal container works) plus `ca_file`.
-fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
+/// Mozilla's roots (bundled, so a minimal container works) plus the PEM certificates of
+/// `ca_file`; shared with the callback endpoint probe.
+pub fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, ClientError> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -164,6 +165,12 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientErro
             });
         }
     }
+    Ok(roots)
+}
+
+/// TLS trusting Mozilla's roots plus `ca_file`.
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
+    let roots = root_store(ca_file)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -176,10 +176,17 @@ pub fn app_yaml_env(name: &str, sdkappid: u64, extra: &str) -> String {
     )
 }
 
-/// A config for `apps` against `sim`, with `settings` (top-level YAML) prepended.
+/// A config for `apps` against `sim`, with `settings` (top-level YAML) prepended. The
+/// endpoint probe is off unless `settings` configures it: the simulator's callback URLs
+/// name made-up hosts, and no test sends a DNS query off the machine.
 pub fn config_yaml(sim: &Sim, settings: &str, apps: &[String]) -> String {
+    let probe = if settings.contains("endpoint_probe:") {
+        ""
+    } else {
+        "endpoint_probe:\n  enabled: false\n"
+    };
     format!(
-        "{settings}\nregions:\n  sim: \"{}\"\napps:\n{}",
+        "{settings}\n{probe}regions:\n  sim: \"{}\"\napps:\n{}",
         sim.base(),
         apps.concat()
     )

@@ -4,6 +4,7 @@
 
 mod apps;
 mod durations;
+mod endpoint_probe;
 mod expect;
 mod poll;
 mod regions;
@@ -26,6 +27,7 @@ pub(super) fn validate(raw: RawConfig, diagnostics: &mut Diagnostics, base_dir: 
         ca_file,
         poll,
         rate_limit,
+        endpoint_probe,
         regions,
         expect,
         apps,
@@ -35,6 +37,12 @@ pub(super) fn validate(raw: RawConfig, diagnostics: &mut Diagnostics, base_dir: 
     let log_level = server::log_level(log_level, diagnostics);
     let rate_limit = poll::rate_limit(rate_limit.unwrap_or_default(), diagnostics);
     let poll = poll::poll(poll.unwrap_or_default(), &rate_limit, diagnostics);
+    let endpoint_probe =
+        endpoint_probe::endpoint_probe(endpoint_probe.unwrap_or_default(), diagnostics);
+    let endpoint_probe = super::EndpointProbe {
+        ca_file: resolve_path(base_dir, endpoint_probe.ca_file),
+        ..endpoint_probe
+    };
     let regions = regions::regions(regions.unwrap_or_default(), diagnostics);
 
     expect::check_nesting(expect.as_ref(), "expect", diagnostics);
@@ -64,6 +72,7 @@ pub(super) fn validate(raw: RawConfig, diagnostics: &mut Diagnostics, base_dir: 
         ca_file: resolve_path(base_dir, ca_file),
         poll,
         rate_limit,
+        endpoint_probe,
         regions,
         apps,
     };
