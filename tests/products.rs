@@ -115,8 +115,11 @@ async fn an_app_with_three_products_is_three_targets_with_their_own_findings() {
     );
     assert_eq!(targets["summary"]["targets"], 3);
     let page = get(&d.url("/")).await.1;
-    assert!(page.contains("<th>product</th>"), "{page}");
-    assert!(page.contains("<td>sim</td><td>room</td>"), "{page}");
+    // The page names each target's product: in its row's attributes and its first cell.
+    for product in ["call", "room", "live"] {
+        assert!(page.contains(&format!("data-product=\"{product}\"")), "{page}");
+        assert!(page.contains(&format!(" · sim · {product}</small>")), "{page}");
+    }
     sim.assert_no_malformed();
 }
 
