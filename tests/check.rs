@@ -308,6 +308,65 @@ fn a_config_with_typos_fails_with_line_and_column() {
     }
 }
 
+#[test]
+fn validate_tells_each_mistake_once_in_the_operators_words() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.yaml");
+    let text = "poll:\n  max_concurency: 16\n  retries: two\nexpect:\n  url_scheme: htps\n  url: https://x.example/cb\n  commands: [Bogus.Word]\napps:\n  - name: a\n    sdkappid: \"1400000001\"\n    regions: [singapore]\n    secret_key_env: KEY_1\n    secret_key_enviroment: KEY_1\n    expect:\n      present: true\n";
+    std::fs::write(&path, text).expect("write");
+    let out = calldrift(&["validate", "-c", path.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<String> = stderr
+        .lines()
+        .map(|l| {
+            l.rsplit_once("c.yaml:")
+                .map_or(l, |(_, rest)| rest)
+                .to_owned()
+        })
+        .collect();
+    // Decoding stops at the first wrong type: the keys read before it are told with it.
+    assert_eq!(
+        lines,
+        vec![
+            "2:3: unknown field \"max_concurency\" at poll.max_concurency; did you mean \"max_concurrency\"?",
+            "3:12: poll.retries: expected a number, found \"two\"",
+        ],
+        "{stderr}"
+    );
+
+    let fixed = text.replace("  max_concurency: 16\n  retries: two\n", "");
+    std::fs::write(&path, fixed).expect("write");
+    let out = calldrift(&["validate", "-c", path.to_str().expect("utf8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<String> = stderr
+        .lines()
+        .map(|l| {
+            l.rsplit_once("c.yaml:")
+                .map_or(l, |(_, rest)| rest)
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            "11:5: unknown field \"secret_key_enviroment\" at apps[0].secret_key_enviroment; did you mean \"secret_key_env\"?",
+            "3:15: expect.url_scheme: url_scheme must be https or http, not \"htps\"",
+            "5:14: warning: \"Bogus.Word\" is not one of the documented TUICallKit command words (Call.CallbackAfterStartCall, Call.CallbackAfterEndCall, Call.CallbackAfterMemberChanged)",
+        ],
+        "{stderr}"
+    );
+
+    std::fs::write(&path, "This is my calldrift config, see the wiki.\n").expect("write");
+    let out = calldrift(&["validate", "-c", path.to_str().expect("utf8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("c.yaml:1:1: not a calldrift config: expected a YAML mapping of keys such as listen:, poll:, apps:"),
+        "{stderr}"
+    );
+}
+
 /// The example config with its secret file and state file in `dir`; the state file's
 /// directory is `state_dir` below `dir`.
 fn example_config(dir: &std::path::Path, state_dir: &str) -> std::path::PathBuf {

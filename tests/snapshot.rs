@@ -170,6 +170,21 @@ async fn the_binary_writes_a_baseline_that_check_accepts() {
     assert_eq!(snap.status.code(), Some(0), "{}", stderr(&snap));
     assert!(snap.stdout.is_empty(), "with -o nothing goes to stdout");
     assert!(stderr(&snap).contains("snapshot of 5 apps (5 targets) written"));
+    // What the baseline bakes in that deserves a second look is said, and written anyway.
+    let warnings: Vec<String> = stderr(&snap)
+        .lines()
+        .filter(|l| l.starts_with("warning: snapshot: "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        warnings,
+        vec![
+            "warning: snapshot: app plain-http (2, call) in sim calls back over plain http://; the baseline expects url_scheme: http",
+            "warning: snapshot: app missing (4, call) in sim has no callback configuration; the baseline expects none (present: false)",
+        ],
+        "{}",
+        stderr(&snap)
+    );
     let text = std::fs::read_to_string(&out).expect("written");
     assert!(text.contains("    secret_key_env: KEY_1\n"), "{text}");
     assert!(text.contains(&format!("    secret_key: \"{}\"\n", key_for(4))));

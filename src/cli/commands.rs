@@ -156,6 +156,9 @@ pub(super) fn snapshot(
     let snapshot = runtime()?.block_on(crate::snapshot::take(
         &text, &config, &secrets, &out_dir, clock,
     ))?;
+    for warning in crate::snapshot::questionable(&config, &snapshot.apps) {
+        eprintln!("warning: snapshot: {warning}");
+    }
     match output {
         Some(out) => {
             crate::snapshot::write(out, &snapshot)?;

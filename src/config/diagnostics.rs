@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use super::positions::{Pos, Positions, join};
+use super::positions::{Pos, Positions, join, join_index};
+use super::wording::Vocabulary;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Severity {
@@ -115,11 +116,12 @@ impl<'a> Diagnostics<'a> {
     }
 }
 
-/// Decodes YAML `text` (empty text is `T::default()`), collecting the dotted path of every
-/// key `T` does not know instead of stopping at the first; a type or syntax error comes
-/// back with its position and without yaml_serde's own "at line … column …" suffix.
+/// Decodes YAML `text` (empty text is `T::default()`), collecting the path of every key
+/// `T` does not know instead of stopping at the first; a type or syntax error comes back
+/// with its position, in the words of `vocabulary`.
 pub(crate) fn decode_yaml<T: serde::de::DeserializeOwned + Default>(
     text: &str,
+    vocabulary: &Vocabulary,
 ) -> (Result<T, (Pos, String)>, Vec<String>) {
     if text.trim().is_empty() {
         return (Ok(T::default()), Vec::new());
@@ -133,23 +135,67 @@ pub(crate) fn decode_yaml<T: serde::de::DeserializeOwned + Default>(
             line: l.line(),
             column: l.column(),
         });
-        let message = e.to_string();
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_owned();
-        (pos, message)
+        (pos, decoding_message(&e.to_string(), vocabulary))
     });
     (decoded, unknown)
 }
 
-/// The dotted path (`apps.0.expect.url`) of a key serde_ignored reports.
+/// What serde says, before yaml_serde adds its path.
+const SERDE_MESSAGES: [&str; 8] = [
+    "invalid type: ",
+    "invalid value: ",
+    "invalid length ",
+    "missing field ",
+    "unknown field ",
+    "unknown variant ",
+    "duplicate field ",
+    "data did not match any variant",
+];
+
+/// yaml_serde's `path: message at line L column C`, retold; anything that is not serde's
+/// is the YAML parser's, so the text is not YAML.
+fn decoding_message(display: &str, vocabulary: &Vocabulary) -> String {
+    let message = display.split(" at line ").next().unwrap_or(display);
+    let is_serde = |m: &str| SERDE_MESSAGES.iter().any(|p| m.starts_with(p));
+    if is_serde(message) {
+        return vocabulary.decoding_error("", message);
+    }
+    match message.split_once(": ") {
+        Some((path, rest)) if is_serde(rest) && !path.contains(' ') => {
+            vocabulary.decoding_error(path, rest)
+        }
+        _ => format!("not valid YAML: {message}"),
+    }
+}
+
+/// Reports the keys `decode_yaml` found unknown; a file whose every top key is unknown and
+/// near no known one is some other text, reported once as such (and then true).
+pub(crate) fn report_unknown(
+    unknown: &[String],
+    vocabulary: &Vocabulary,
+    diagnostics: &mut Diagnostics,
+) -> bool {
+    let top_keys = diagnostics.positions().top_keys();
+    let foreign = !top_keys.is_empty()
+        && top_keys
+            .iter()
+            .all(|k| unknown.contains(k) && vocabulary.is_foreign_top_key(k));
+    if foreign {
+        diagnostics.push(Severity::Error, Pos::START, vocabulary.not_a_mapping());
+        return true;
+    }
+    for path in unknown {
+        diagnostics.error_at_key(path, vocabulary.unknown_field(path));
+    }
+    false
+}
+
+/// The path (`apps[0].expect.url`) of a key serde_ignored reports.
 pub(crate) fn path_string(path: &serde_ignored::Path) -> String {
     use serde_ignored::Path as P;
     match path {
         P::Root => String::new(),
-        P::Seq { parent, index } => join(&path_string(parent), &index.to_string()),
+        P::Seq { parent, index } => join_index(&path_string(parent), *index),
         P::Map { parent, key } => join(&path_string(parent), key),
         P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
             path_string(parent)

@@ -17,6 +17,8 @@ pub(crate) mod positions;
 mod raw;
 mod secrets;
 mod validate;
+mod vocabulary;
+pub(crate) mod wording;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use self::diagnostics::{Diagnostic, Severity};
-pub(crate) use self::diagnostics::{Diagnostics, decode_yaml};
+pub(crate) use self::diagnostics::{Diagnostics, decode_yaml, report_unknown};
 pub use self::nesting::MAX_DEPTH;
 pub(crate) use self::nesting::check_depth;
 pub use self::positions::Pos;
@@ -326,18 +328,20 @@ pub fn parse(
     let positions = Positions::scan(text);
     let mut diagnostics = Diagnostics::new(origin, &positions);
 
-    let (raw, unknown) = decode_yaml::<RawConfig>(text);
-    for path in &unknown {
-        let field = path.rsplit('.').next().unwrap_or(path);
-        diagnostics.error_at_key(path, format!("unknown field {field:?} at {path}"));
-    }
+    let (raw, unknown) = decode_yaml::<RawConfig>(text, &vocabulary::CONFIG);
     let raw = match raw {
         Ok(raw) => raw,
         Err((pos, message)) => {
-            diagnostics.push(Severity::Error, pos, message);
+            if !report_unknown(&unknown, &vocabulary::CONFIG, &mut diagnostics) {
+                diagnostics.push(Severity::Error, pos, message);
+            }
             return Err(ConfigError::Invalid(diagnostics.into_vec()));
         }
     };
+    if report_unknown(&unknown, &vocabulary::CONFIG, &mut diagnostics) {
+        // Some other text: one error says so, and what it lacks is not worth listing.
+        return Err(ConfigError::Invalid(diagnostics.into_vec()));
+    }
 
     let config = validate::validate(raw, &mut diagnostics, base_dir);
     if diagnostics.has_errors() {
@@ -406,8 +410,8 @@ pub(crate) mod tests {
         assert_eq!(
             errors(&text),
             vec![
-                "c.yaml:1:1: unknown field \"pol\" at pol",
-                "c.yaml:9:7: unknown field \"urll\" at apps.0.expect.urll"
+                "c.yaml:1:1: unknown field \"pol\" at pol; did you mean \"poll\"?",
+                "c.yaml:9:7: unknown field \"urll\" at apps[0].expect.urll; did you mean \"url\"?"
             ]
         );
     }
@@ -417,6 +421,93 @@ pub(crate) mod tests {
         let all = errors("poll:\n  retries: two\n");
         assert_eq!(all.len(), 1);
         assert!(all[0].starts_with("c.yaml:2:12: "), "{all:?}");
+    }
+
+    #[test]
+    fn type_errors_say_what_the_field_holds_in_the_operators_words() {
+        let app = |line: &str| {
+            format!("apps:\n  - name: a\n{line}\n    regions: [singapore]\n    secret_key_env: K\n")
+        };
+        let table = [
+            (
+                app("    sdkappid: abc"),
+                "c.yaml:3:15: apps[0].sdkappid: expected an SDKAppID, a number such as 1400000001, found \"abc\"",
+            ),
+            (
+                app("    sdkappid: -5"),
+                "c.yaml:3:15: apps[0].sdkappid: expected an SDKAppID, a number such as 1400000001, found -5",
+            ),
+            (
+                "poll:\n  retries: two\n".to_owned(),
+                "c.yaml:2:12: poll.retries: expected a number, found \"two\"",
+            ),
+            (
+                "poll:\n  interval: [30s]\n".to_owned(),
+                "c.yaml:2:13: poll.interval: expected a duration such as 30s or 5m, found a list",
+            ),
+            (
+                app("    sdkappid: 1\n    products: call"),
+                "c.yaml:4:15: apps[0].products: expected a list such as [call, room], found \"call\"",
+            ),
+            (
+                "poll: 5\n".to_owned(),
+                "c.yaml:1:7: poll: expected a mapping of keys (key: value), found 5",
+            ),
+            (
+                "log_format: [text]\n".to_owned(),
+                "c.yaml:1:13: log_format: expected text, found a list",
+            ),
+        ];
+        for (text, want) in table {
+            let all = errors(&text);
+            assert!(all.iter().any(|e| e.starts_with(want)), "{want}: {all:#?}");
+            assert!(
+                all.iter()
+                    .all(|e| !["u64", "u32", "struct", "sequence", "`"]
+                        .iter()
+                        .any(|rust| e.contains(rust))),
+                "{all:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_quoted_sdkappid_is_a_number() {
+        let text = APP.replace("1400000001", "\"1400000001\"");
+        let (config, _) = parse_text(&text).expect("valid");
+        assert_eq!(config.apps[0].sdkappid, 1_400_000_001);
+    }
+
+    #[test]
+    fn text_that_is_not_a_config_says_so_once() {
+        let want = "c.yaml:1:1: not a calldrift config: expected a YAML mapping of keys such as listen:, poll:, apps:";
+        for text in [
+            "this is a sentence\n",
+            "this is: a sentence\n",
+            "- a\n- b\n",
+            "42\n",
+        ] {
+            assert_eq!(errors(text), vec![want], "{text:?}");
+        }
+        assert_eq!(
+            errors("apps: [\n"),
+            vec!["c.yaml:2:1: not valid YAML: did not find expected node content"]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_near_known_ones_get_a_suggestion() {
+        let text = format!(
+            "poll:\n  max_concurency: 5\n{APP}    secret_key_enviroment: K\n    expect:\n      call:\n        comands: []\n"
+        );
+        assert_eq!(
+            errors(&text),
+            vec![
+                "c.yaml:2:3: unknown field \"max_concurency\" at poll.max_concurency; did you mean \"max_concurrency\"?",
+                "c.yaml:8:5: unknown field \"secret_key_enviroment\" at apps[0].secret_key_enviroment; did you mean \"secret_key_env\"?",
+                "c.yaml:11:9: unknown field \"comands\" at apps[0].expect.call.comands; did you mean \"commands\"?",
+            ]
+        );
     }
 
     #[test]

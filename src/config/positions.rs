@@ -25,7 +25,7 @@ impl Pos {
     }
 }
 
-/// Positions of keys and values by dotted path (`apps.0.expect.url`).
+/// Positions of keys and values by path, spelled as messages show it (`apps[0].expect.url`).
 #[derive(Debug, Default)]
 pub struct Positions {
     keys: HashMap<String, Pos>,
@@ -52,6 +52,21 @@ pub(super) fn join(parent: &str, segment: &str) -> String {
     } else {
         format!("{parent}.{segment}")
     }
+}
+
+/// `parent[index]`: the one spelling of a list item's path, in messages and lookups alike.
+pub(super) fn join_index(parent: &str, index: usize) -> String {
+    format!("{parent}[{index}]")
+}
+
+/// The path one level up (`apps[0]` of `apps[0].name`, `apps` of `apps[0]`), if any.
+fn parent(path: &str) -> Option<&str> {
+    let cut = if path.ends_with(']') {
+        path.rfind('[')
+    } else {
+        path.rfind('.')
+    }?;
+    Some(&path[..cut])
 }
 
 impl Positions {
@@ -116,7 +131,7 @@ impl Positions {
             Frame::Map { path, key } => key.take().map(|k| join(path, &k)),
             Frame::Seq { path, index } => {
                 *index += 1;
-                Some(join(path, &(*index - 1).to_string()))
+                Some(join_index(path, *index - 1))
             }
             Frame::ComplexKey => None,
         }
@@ -135,6 +150,15 @@ impl Positions {
             .unwrap_or_else(|| self.value(path))
     }
 
+    /// The keys of the top mapping.
+    pub fn top_keys(&self) -> Vec<String> {
+        self.keys
+            .keys()
+            .filter(|k| !k.contains('.') && !k.contains('['))
+            .cloned()
+            .collect()
+    }
+
     /// Where the key of `path` is written, if it is.
     pub fn key_if_written(&self, path: &str) -> Option<Pos> {
         self.keys.get(path).copied()
@@ -146,8 +170,8 @@ impl Positions {
             if let Some(pos) = table.get(current).or_else(|| self.keys.get(current)) {
                 return *pos;
             }
-            match current.rsplit_once('.') {
-                Some((parent, _)) => current = parent,
+            match parent(current) {
+                Some(up) => current = up,
                 None => return table.get("").copied().unwrap_or(Pos::START),
             }
         }
@@ -172,17 +196,17 @@ mod tests {
                 column: 13
             }
         );
-        assert_eq!(p.key("apps.0.name"), Pos { line: 5, column: 5 });
+        assert_eq!(p.key("apps[0].name"), Pos { line: 5, column: 5 });
         assert_eq!(
-            p.value("apps.0.regions.1"),
+            p.value("apps[0].regions[1]"),
             Pos {
                 line: 6,
                 column: 22
             }
         );
-        assert_eq!(p.key("apps.1.name"), Pos { line: 7, column: 6 });
+        assert_eq!(p.key("apps[1].name"), Pos { line: 7, column: 6 });
         // Missing paths fall back to the nearest existing parent.
-        assert_eq!(p.value("apps.1.sdkappid"), Pos { line: 7, column: 5 });
+        assert_eq!(p.value("apps[1].sdkappid"), Pos { line: 7, column: 5 });
         assert_eq!(p.value("nothing.here"), Pos::START);
     }
 }

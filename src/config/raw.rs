@@ -102,6 +102,8 @@ impl RawExpect {
 #[serde(default)]
 pub(super) struct RawApp {
     pub(super) name: Option<String>,
+    /// A number; quoted (`"1400000001"`) is accepted too, as consoles show it as text.
+    #[serde(deserialize_with = "number_or_quoted")]
     pub(super) sdkappid: Option<u64>,
     pub(super) regions: Option<Vec<String>>,
     pub(super) identifier: Option<String>,
@@ -122,4 +124,36 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A non-negative number, written bare or quoted.
+fn number_or_quoted<'de, D>(deserializer: D) -> Result<Option<u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Number;
+    impl serde::de::Visitor<'_> for Number {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            v.trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| E::invalid_type(serde::de::Unexpected::Str(v), &self))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    deserializer.deserialize_any(Number)
 }

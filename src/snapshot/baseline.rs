@@ -37,6 +37,35 @@ pub struct AppBaseline {
     pub products: BTreeMap<Product, ProductBaseline>,
 }
 
+/// What a baseline would bake in that an operator should look at twice: a plain
+/// `http://` callback, or no configuration at all; one line per app and product, naming
+/// its SDKAppID and regions. The snapshot is written all the same.
+pub fn questionable(config: &Config, apps: &BTreeMap<String, AppBaseline>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for app in &config.apps {
+        let Some(baseline) = apps.get(&app.name) else {
+            continue;
+        };
+        let regions = app.regions.join(", ");
+        for (product, seen) in &baseline.products {
+            let what = match &seen.baseline {
+                Baseline::Absent => {
+                    "has no callback configuration; the baseline expects none (present: false)"
+                }
+                Baseline::Present { url_scheme, .. } if url_scheme == "http" => {
+                    "calls back over plain http://; the baseline expects url_scheme: http"
+                }
+                Baseline::Present { .. } => continue,
+            };
+            warnings.push(format!(
+                "app {} ({}, {product}) in {regions} {what}",
+                app.name, app.sdkappid
+            ));
+        }
+    }
+    warnings
+}
+
 /// The pure part of [`observe`](super::observe): every target must have an authoritative
 /// answer, and the regions of an app must agree for each product.
 pub fn baselines(

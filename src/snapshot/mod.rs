@@ -78,7 +78,7 @@ mod rewrite;
 mod splice;
 mod verify;
 
-pub use baseline::{AppBaseline, Baseline, ProductBaseline, baselines};
+pub use baseline::{AppBaseline, Baseline, ProductBaseline, baselines, questionable};
 
 /// The first words of the header, also how an earlier snapshot's header is recognised.
 const HEADER_MARK: &str = "# calldrift snapshot";

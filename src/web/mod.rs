@@ -23,7 +23,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::config::positions::Positions;
-use crate::config::{Diagnostic, Diagnostics, Severity};
+use crate::config::wording::Vocabulary;
+use crate::config::{Diagnostic, Diagnostics, Severity, report_unknown};
 
 pub use auth::AuthFailure;
 
@@ -41,6 +42,41 @@ const TOOLKIT_UNSUPPORTED: [&str; 7] = [
     "tls_server_config.prefer_server_cipher_suites",
     "tls_server_config.client_allowed_sans",
 ];
+
+/// The web config's keys, for messages in the operator's words.
+const WEB: Vocabulary = Vocabulary {
+    kind: "a calldrift web config",
+    example_keys: "tls_server_config:, basic_auth_users:",
+    describe: describe_web_field,
+    known_keys: known_web_keys,
+};
+
+fn describe_web_field(path: &str) -> Option<&'static str> {
+    match path {
+        "tls_server_config" | "basic_auth_users" => Some("a mapping of keys (key: value)"),
+        _ if path.starts_with("tls_server_config.") => Some("text"),
+        _ => None,
+    }
+}
+
+fn known_web_keys(section: &str) -> &'static [&'static str] {
+    match section {
+        "" => &[
+            "tls_server_config",
+            "http_server_config",
+            "basic_auth_users",
+        ],
+        "tls_server_config" => &[
+            "cert_file",
+            "key_file",
+            "client_auth_type",
+            "client_ca_file",
+            "min_version",
+            "max_version",
+        ],
+        _ => &[],
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebConfigError {
@@ -171,24 +207,31 @@ pub fn parse(
     let positions = Positions::scan(text);
     let mut report = Diagnostics::new(origin, &positions);
     // Option: a file of comments only is an empty document, which means defaults.
-    let (raw, unknown) = crate::config::decode_yaml::<Option<RawWebConfig>>(text);
-    for path in &unknown {
-        if TOOLKIT_UNSUPPORTED.contains(&path.as_str()) {
-            report.error_at_key(
-                path,
-                format!(
-                    "{path} is an exporter-toolkit setting calldrift does not support; remove it"
-                ),
-            );
-        } else {
-            let field = path.rsplit('.').next().unwrap_or(path);
-            report.error_at_key(path, format!("unknown field {field:?} at {path}"));
-        }
+    let (raw, unknown) = crate::config::decode_yaml::<Option<RawWebConfig>>(text, &WEB);
+    let (unsupported, unknown): (Vec<String>, Vec<String>) = unknown
+        .into_iter()
+        .partition(|path| TOOLKIT_UNSUPPORTED.contains(&path.as_str()));
+    for path in &unsupported {
+        report.error_at_key(
+            path,
+            format!("{path} is an exporter-toolkit setting calldrift does not support; remove it"),
+        );
     }
+    let foreign = if unsupported.is_empty() {
+        report_unknown(&unknown, &WEB, &mut report)
+    } else {
+        for path in &unknown {
+            report.error_at_key(path, WEB.unknown_field(path));
+        }
+        false
+    };
     let raw = match raw {
+        Ok(_) if foreign => return Err(WebConfigError::Invalid(report.into_vec())),
         Ok(raw) => raw.unwrap_or_default(),
         Err((pos, message)) => {
-            report.push(Severity::Error, pos, message);
+            if !foreign {
+                report.push(Severity::Error, pos, message);
+            }
             return Err(WebConfigError::Invalid(report.into_vec()));
         }
     };
@@ -360,14 +403,18 @@ mod tests {
         );
         assert_eq!(
             errors(dir.path(), &text),
-            vec!["web.yml:3:1: unknown field \"tls_sever_config\" at tls_sever_config"]
+            vec![
+                "web.yml:3:1: unknown field \"tls_sever_config\" at tls_sever_config; did you mean \"tls_server_config\"?"
+            ]
         );
         write_cert(dir.path(), "server");
         let text =
             "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  cert_fiel: x\n";
         assert_eq!(
             errors(dir.path(), text),
-            vec!["web.yml:4:3: unknown field \"cert_fiel\" at tls_server_config.cert_fiel"]
+            vec![
+                "web.yml:4:3: unknown field \"cert_fiel\" at tls_server_config.cert_fiel; did you mean \"cert_file\"?"
+            ]
         );
     }
 

@@ -47,7 +47,7 @@ pub(super) fn apps(raw: Vec<RawApp>, context: &Context, diagnostics: &mut Diagno
     let mut names = HashMap::new();
     let mut targets = HashMap::new();
     for (index, raw_app) in raw.into_iter().enumerate() {
-        let path = format!("apps.{index}");
+        let path = format!("apps[{index}]");
         if let Some(name) = &raw_app.name {
             if let Some(first) = names.insert(name.clone(), index) {
                 diagnostics.error(
@@ -64,7 +64,7 @@ pub(super) fn apps(raw: Vec<RawApp>, context: &Context, diagnostics: &mut Diagno
                 let key = (app.sdkappid, region.clone(), *product);
                 if let Some(other) = targets.insert(key, app.name.clone()) {
                     diagnostics.error(
-                        &format!("{path}.regions.{region_index}"),
+                        &format!("{path}.regions[{region_index}]"),
                         format!(
                             "target ({}, {region}, {product}) is configured twice (also in app {other:?})",
                             app.sdkappid
@@ -166,7 +166,7 @@ fn products(
     }
     let mut products = Vec::new();
     for (i, word) in raw.iter().enumerate() {
-        let at = format!("{path}.products.{i}");
+        let at = format!("{path}.products[{i}]");
         match Product::from_name(word) {
             None => diagnostics.error(
                 &at,
@@ -247,7 +247,7 @@ fn name(raw: Option<String>, path: &str, diagnostics: &mut Diagnostics) -> Strin
         }
         None => {
             diagnostics.error(path, format!("{path}: missing field \"name\""));
-            format!("apps[{}]", path.rsplit('.').next().unwrap_or_default())
+            path.to_owned()
         }
     }
 }
@@ -270,7 +270,7 @@ fn regions(
         if !context.regions.contains_key(region) {
             let known: Vec<&str> = context.regions.keys().map(String::as_str).collect();
             diagnostics.error(
-                &format!("{path}.regions.{i}"),
+                &format!("{path}.regions[{i}]"),
                 format!(
                     "app {name}: unknown region {region:?} (known: {})",
                     known.join(", ")
@@ -282,7 +282,7 @@ fn regions(
     for (i, region) in regions.iter().enumerate() {
         if !seen.insert(region) {
             diagnostics.error(
-                &format!("{path}.regions.{i}"),
+                &format!("{path}.regions[{i}]"),
                 format!("app {name}: region {region:?} is listed twice"),
             );
         }
@@ -415,7 +415,7 @@ mod tests {
         assert_eq!(
             warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
             [
-                "c.yaml:8:9: warning: app a does not watch room (see its products), so apps.0.expect.room has no effect"
+                "c.yaml:8:9: warning: app a does not watch room (see its products), so apps[0].expect.room has no effect"
             ]
         );
     }

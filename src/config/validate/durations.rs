@@ -104,12 +104,12 @@ mod tests {
         assert_eq!(
             all,
             [
-                "c.yaml:6:18: apps.0.usersig_ttl must be at most 180d (Tencent's own tools mint UserSigs for 180 days at most), not 100000000000d"
+                "c.yaml:6:18: apps[0].usersig_ttl must be at most 180d (Tencent's own tools mint UserSigs for 180 days at most), not 100000000000d"
             ]
         );
         let all = errors(&format!("{APP}    usersig_ttl: 181d\n"));
         assert!(
-            all[0].starts_with("c.yaml:6:18: apps.0.usersig_ttl must be at most 180d"),
+            all[0].starts_with("c.yaml:6:18: apps[0].usersig_ttl must be at most 180d"),
             "{all:?}"
         );
     }
@@ -152,7 +152,7 @@ mod tests {
             }
             let all = errors(&format!("{APP}    usersig_ttl: {text}\n"));
             assert!(
-                all[0].starts_with("c.yaml:6:18: apps.0.usersig_ttl: invalid duration"),
+                all[0].starts_with("c.yaml:6:18: apps[0].usersig_ttl: invalid duration"),
                 "{all:?}"
             );
         }

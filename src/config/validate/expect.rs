@@ -5,9 +5,9 @@
 //! product; its command fields (`commands`, `extra_commands`, `ignore_commands`) are
 //! TUICallKit's, so TUIRoomKit's and TUILiveKit's come from their sub-blocks only.
 //!
-//! The merged expectation is checked where the most specific block that could have set
-//! each group of fields (presence and URLs; commands) is written, so a problem points into
-//! the block that causes it; one that several products reach is reported once.
+//! Each field of the merged expectation is checked where the block that set it is written,
+//! so a problem points into the block that causes it, and a global value that apps inherit
+//! is reported once, at its own line.
 
 use crate::config::Diagnostics;
 use crate::config::positions::join;
@@ -79,28 +79,19 @@ pub(super) fn product_expect(
     diagnostics: &mut Diagnostics,
 ) -> Expected {
     let mut merged = defaults(product);
-    let (mut fields_at, mut commands_at) = (None, None);
+    let mut origins = Origins::default();
     for scope in scopes {
         let Some(block) = scope.block else { continue };
-        merged = merge(merged, applicable(block, product, false));
-        fields_at = Some(scope.path.to_owned());
-        if product == Product::Call {
-            commands_at = Some(scope.path.to_owned());
-        }
+        let layer = applicable(block, product, false);
+        origins.note(&layer, scope.path);
+        merged = merge(merged, layer);
         if let Some(sub) = block.sub_block(product) {
-            let path = join(scope.path, product.as_str());
-            merged = merge(merged, applicable(sub, product, true));
-            fields_at = Some(path.clone());
-            commands_at = Some(path);
+            let layer = applicable(sub, product, true);
+            origins.note(&layer, &join(scope.path, product.as_str()));
+            merged = merge(merged, layer);
         }
     }
-    let fields_at = fields_at.unwrap_or_else(|| "expect".to_owned());
-    let commands_at = commands_at.unwrap_or_else(|| fields_at.clone());
-    let places = Places {
-        fields: &fields_at,
-        commands: &commands_at,
-    };
-    check(&merged, product, &places, diagnostics)
+    check(&merged, product, &origins, diagnostics)
 }
 
 /// Product sub-blocks sit in top-level blocks only: one inside another is an error.
@@ -122,42 +113,82 @@ pub(super) fn check_nesting(block: Option<&RawExpect>, path: &str, diagnostics: 
     }
 }
 
-/// Where a merged expectation's groups of fields are checked.
-struct Places<'a> {
-    /// `present`, `url_scheme`, `url`, `url_prefix`.
-    fields: &'a str,
-    /// `commands`, `extra_commands`, `ignore_commands`.
-    commands: &'a str,
+/// The block (its path) that set each field of a merged expectation; `expect` for a
+/// product default, which is never in error.
+struct Origins {
+    present: String,
+    url_scheme: String,
+    url: String,
+    url_prefix: String,
+    commands: String,
+    extra_commands: String,
+    ignore_commands: String,
 }
 
-/// Validates a merged expectation of `product` at `places`.
+impl Default for Origins {
+    fn default() -> Self {
+        let top = || "expect".to_owned();
+        Origins {
+            present: top(),
+            url_scheme: top(),
+            url: top(),
+            url_prefix: top(),
+            commands: top(),
+            extra_commands: top(),
+            ignore_commands: top(),
+        }
+    }
+}
+
+impl Origins {
+    /// The fields `layer` writes come from the block at `path`.
+    fn note(&mut self, layer: &RawExpect, path: &str) {
+        let set = |written: bool, origin: &mut String| {
+            if written {
+                *origin = path.to_owned();
+            }
+        };
+        set(layer.present.is_some(), &mut self.present);
+        set(layer.url_scheme.is_some(), &mut self.url_scheme);
+        set(layer.url.is_some(), &mut self.url);
+        set(layer.url_prefix.is_some(), &mut self.url_prefix);
+        set(layer.commands.is_some(), &mut self.commands);
+        set(layer.extra_commands.is_some(), &mut self.extra_commands);
+        set(layer.ignore_commands.is_some(), &mut self.ignore_commands);
+    }
+}
+
+/// Validates a merged expectation of `product`, each field where it was written.
 fn check(
     raw: &RawExpect,
     product: Product,
-    places: &Places,
+    origins: &Origins,
     diagnostics: &mut Diagnostics,
 ) -> Expected {
-    let path = places.fields;
-    let present = presence(raw.present.as_ref(), path, diagnostics);
-    let url_scheme = url_scheme(raw.url_scheme.as_deref(), path, diagnostics);
+    let present = presence(raw.present.as_ref(), &origins.present, diagnostics);
+    let url_scheme = url_scheme(raw.url_scheme.as_deref(), &origins.url_scheme, diagnostics);
     let url = raw.url.clone().flatten();
     let url_prefix = raw.url_prefix.clone().flatten();
-    check_urls(
-        url.as_deref(),
-        url_prefix.as_deref(),
-        &url_scheme,
-        path,
+    if let Some(scheme) = &url_scheme {
+        check_urls(
+            (url.as_deref(), &origins.url),
+            (url_prefix.as_deref(), &origins.url_prefix),
+            scheme,
+            diagnostics,
+        );
+    }
+    let url_scheme = url_scheme.unwrap_or_default();
+    let extra_commands = extra_commands(
+        raw.extra_commands.as_deref(),
+        &origins.extra_commands,
         diagnostics,
     );
-    let extra_commands =
-        extra_commands(raw.extra_commands.as_deref(), places.commands, diagnostics);
     let commands = raw.commands.clone().unwrap_or_default();
     let ignore_commands = raw.ignore_commands.clone().unwrap_or_default();
     check_command_words(
         product,
-        &commands,
-        &ignore_commands,
-        places.commands,
+        (&commands, &origins.commands),
+        (&ignore_commands, &origins.ignore_commands),
         diagnostics,
     );
     Expected {
@@ -184,29 +215,30 @@ fn presence(raw: Option<&RawPresence>, path: &str, diagnostics: &mut Diagnostics
     }
 }
 
-/// The scheme, lower-cased; https when not written.
-fn url_scheme(raw: Option<&str>, path: &str, diagnostics: &mut Diagnostics) -> String {
+/// The scheme, lower-cased; https when not written. Anything but https or http is an
+/// error at `url_scheme` itself, and `None` so the URLs are not blamed for it.
+fn url_scheme(raw: Option<&str>, path: &str, diagnostics: &mut Diagnostics) -> Option<String> {
     let scheme = raw.unwrap_or("https").to_ascii_lowercase();
-    if scheme.is_empty()
-        || !scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
-    {
-        let field = format!("{path}.url_scheme");
-        diagnostics.error(&field, format!("{field}: {scheme:?} is not a URL scheme"));
+    if scheme == "https" || scheme == "http" {
+        return Some(scheme);
     }
-    scheme
+    let field = format!("{path}.url_scheme");
+    diagnostics.error(
+        &field,
+        format!("{field}: url_scheme must be https or http, not {scheme:?}"),
+    );
+    None
 }
 
-/// `url` and `url_prefix` must agree with `url_scheme` and with each other.
+/// `url` and `url_prefix` (each with the path of its block) must agree with `url_scheme`
+/// and with each other.
 fn check_urls(
-    url: Option<&str>,
-    url_prefix: Option<&str>,
+    (url, url_at): (Option<&str>, &str),
+    (url_prefix, prefix_at): (Option<&str>, &str),
     url_scheme: &str,
-    path: &str,
     diagnostics: &mut Diagnostics,
 ) {
-    let url_field = format!("{path}.url");
+    let url_field = format!("{url_at}.url");
     if let Some(url) = url {
         match url::Url::parse(url) {
             Ok(parsed) if parsed.scheme() != url_scheme => diagnostics.error(
@@ -225,7 +257,7 @@ fn check_urls(
         .to_ascii_lowercase()
         .starts_with(&format!("{url_scheme}://"))
     {
-        let field = format!("{path}.url_prefix");
+        let field = format!("{prefix_at}.url_prefix");
         diagnostics.error(
             &field,
             format!("{field}: must start with {url_scheme}:// (url_scheme)"),
@@ -262,15 +294,17 @@ fn extra_commands(raw: Option<&str>, path: &str, diagnostics: &mut Diagnostics) 
 /// warning.
 fn check_command_words(
     product: Product,
-    commands: &[String],
-    ignore_commands: &[String],
-    path: &str,
+    (commands, commands_at): (&[String], &str),
+    (ignore_commands, ignore_at): (&[String], &str),
     diagnostics: &mut Diagnostics,
 ) {
     let documented = product.documented_commands();
-    for (list, words) in [("commands", commands), ("ignore_commands", ignore_commands)] {
+    for (list, words, path) in [
+        ("commands", commands, commands_at),
+        ("ignore_commands", ignore_commands, ignore_at),
+    ] {
         for (i, word) in words.iter().enumerate() {
-            let at = format!("{path}.{list}.{i}");
+            let at = format!("{path}.{list}[{i}]");
             if word.trim().is_empty() || word.trim() != word {
                 diagnostics.error(
                     &at,
@@ -299,7 +333,7 @@ fn check_command_words(
     }
     for word in commands.iter().filter(|w| ignore_commands.contains(w)) {
         diagnostics.warning(
-            &format!("{path}.ignore_commands"),
+            &format!("{ignore_at}.ignore_commands"),
             format!("{word:?} is both expected and ignored; ignoring wins"),
         );
     }
@@ -466,6 +500,33 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_url_scheme_is_an_error_at_its_own_line_and_not_blamed_on_the_urls() {
+        let text = format!(
+            "expect:\n  url_scheme: htps\n  url: https://x.example/cb\n{APP}    expect:\n      url: https://y.example/cb\n"
+        );
+        assert_eq!(
+            errors(&text),
+            vec!["c.yaml:2:15: expect.url_scheme: url_scheme must be https or http, not \"htps\""]
+        );
+    }
+
+    #[test]
+    fn a_global_command_word_is_reported_once_at_its_line_whatever_apps_inherit_it() {
+        let second = "  - name: b\n    sdkappid: 1400000002\n    regions: [singapore]\n    secret_key_env: K\n    expect:\n      extra_commands: allow\n";
+        let text = format!(
+            "expect:\n  commands: [Bogus.Word]\n{APP}    expect:\n      present: true\n{second}"
+        );
+        let (_, warnings) = parse_text(&text).expect("valid");
+        let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            vec![
+                "c.yaml:2:14: warning: \"Bogus.Word\" is not one of the documented TUICallKit command words (Call.CallbackAfterStartCall, Call.CallbackAfterEndCall, Call.CallbackAfterMemberChanged)"
+            ]
+        );
+    }
+
+    #[test]
     fn problems_in_sub_blocks_name_their_own_place() {
         let text = format!(
             "expect:\n  room:\n    commands: [\" x\"]\n{APP}    products: [call, room, live]\n    expect:\n      live:\n        url_scheme: \"h t\"\n        commands:\n          - Call.CallbackAfterEndCall\n"
@@ -473,8 +534,8 @@ mod tests {
         let all = errors(&text);
         let want = [
             "c.yaml:3:16: expect.room.commands: \" x\" is not a command word",
-            "c.yaml:12:21: apps.0.expect.live.url_scheme: \"h t\" is not a URL scheme",
-            "c.yaml:14:13: apps.0.expect.live.commands: \"Call.CallbackAfterEndCall\" is a TUICallKit word (call), never one of TUILiveKit's (live); put it under expect.call",
+            "c.yaml:12:21: apps[0].expect.live.url_scheme: url_scheme must be https or http, not \"h t\"",
+            "c.yaml:14:13: apps[0].expect.live.commands: \"Call.CallbackAfterEndCall\" is a TUICallKit word (call), never one of TUILiveKit's (live); put it under expect.call",
         ];
         for w in want {
             assert!(all.iter().any(|e| e == w), "missing {w:?} in {all:#?}");

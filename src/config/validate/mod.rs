@@ -98,7 +98,7 @@ mod tests {
             "c.yaml:4:9: region corp: \"http://10.0.0.1:80\": http:// is only allowed for loopback",
             "c.yaml:8:15: app a: unknown region \"mars\"",
             "c.yaml:6:5: app a: missing secret",
-            "c.yaml:15:12: apps.1.expect.url: the URL's scheme \"http\" contradicts url_scheme \"https\"",
+            "c.yaml:15:12: apps[1].expect.url: the URL's scheme \"http\" contradicts url_scheme \"https\"",
             "c.yaml:9:11: duplicate app name \"a\"",
         ];
         for w in want {
