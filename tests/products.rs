@@ -117,8 +117,14 @@ async fn an_app_with_three_products_is_three_targets_with_their_own_findings() {
     let page = get(&d.url("/")).await.1;
     // The page names each target's product: in its row's attributes and its first cell.
     for product in ["call", "room", "live"] {
-        assert!(page.contains(&format!("data-product=\"{product}\"")), "{page}");
-        assert!(page.contains(&format!(" · sim · {product}</small>")), "{page}");
+        assert!(
+            page.contains(&format!("data-product=\"{product}\"")),
+            "{page}"
+        );
+        assert!(
+            page.contains(&format!(" · sim · {product}</small>")),
+            "{page}"
+        );
     }
     sim.assert_no_malformed();
 }

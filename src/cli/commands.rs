@@ -1,6 +1,6 @@
 //! The one-shot commands: `check`, `validate`, `snapshot` and `usersig`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,29 +129,7 @@ pub(super) fn snapshot(
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
-    // Relative paths in the snapshot resolve from where it is written.
-    let out_dir = match output {
-        None => base_dir.to_owned(),
-        Some(out) => {
-            let dir = match out.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir,
-                _ => Path::new("."),
-            };
-            let same = |a: &Path, b: &Path| {
-                let here = Path::new(".");
-                let a = if a.as_os_str().is_empty() { here } else { a };
-                let b = if b.as_os_str().is_empty() { here } else { b };
-                matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
-            };
-            if same(dir, base_dir) {
-                base_dir.to_owned()
-            } else {
-                dir.canonicalize().with_context(|| {
-                    format!("snapshot: cannot write {}: its directory", out.display())
-                })?
-            }
-        }
-    };
+    let out_dir = output_dir(output, base_dir)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let snapshot = runtime()?.block_on(crate::snapshot::take(
         &text, &config, &secrets, &out_dir, clock,
@@ -177,6 +155,29 @@ pub(super) fn snapshot(
         None => print!("{}", snapshot.text),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where relative paths in the snapshot resolve from: the directory it is written to
+/// (the config's own when that is the same directory, or when it goes to stdout).
+fn output_dir(output: Option<&Path>, base_dir: &Path) -> anyhow::Result<PathBuf> {
+    let Some(out) = output else {
+        return Ok(base_dir.to_owned());
+    };
+    let dir = match out.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let same = |a: &Path, b: &Path| {
+        let here = Path::new(".");
+        let a = if a.as_os_str().is_empty() { here } else { a };
+        let b = if b.as_os_str().is_empty() { here } else { b };
+        matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+    };
+    if same(dir, base_dir) {
+        return Ok(base_dir.to_owned());
+    }
+    dir.canonicalize()
+        .with_context(|| format!("snapshot: cannot write {}: its directory", out.display()))
 }
 
 pub(super) fn validate(path: &Path) -> ExitCode {

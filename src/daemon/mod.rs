@@ -171,13 +171,7 @@ fn start(
     if let Some(shard) = shard {
         shard.apply(&mut config);
     }
-    let (web_config, web_warnings) = web::load_optional(config.web_config_file.as_deref())?;
-    for warning in &web_warnings {
-        tracing::warn!("{warning}");
-    }
-    if let Some(path) = &config.state_file {
-        state::check_writable(path).map_err(DaemonError::StateFile)?;
-    }
+    let web_config = check_start(&config)?;
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
         env!("CALLDRIFT_REVISION"),
@@ -236,6 +230,19 @@ fn start(
         state_path,
         tasks,
     })
+}
+
+/// What can refuse the start, before anything runs: the web config (its warnings logged)
+/// and a state file that cannot be written.
+fn check_start(config: &Config) -> Result<web::WebConfig, DaemonError> {
+    let (web_config, web_warnings) = web::load_optional(config.web_config_file.as_deref())?;
+    for warning in &web_warnings {
+        tracing::warn!("{warning}");
+    }
+    if let Some(path) = &config.state_file {
+        state::check_writable(path).map_err(DaemonError::StateFile)?;
+    }
+    Ok(web_config)
 }
 
 fn log_start(listener: &TcpListener, config: &Config, shard: Option<Shard>) {
