@@ -2,212 +2,50 @@
 //!
 //! `cargo bench --bench daemon` builds the release binary, starts the simulated Chat API in
 //! this process and the daemon as a separate process (so the simulator's cost is not
-//! counted), and prints one table of medians. `BENCH_RUNS=N` sets the runs per figure
-//! (default 3); `BENCH_QUICK=1` shortens the long measurements for a smoke run;
-//! `BENCH_ONLY=cpu` measures CPU per poll alone.
+//! counted), and prints two tables of medians: the ideal case (plain HTTP, answers at
+//! once) and the realistic one (HTTPS with the simulator's generated CA, answers 50 ms or
+//! 250 ms away, load-balancer-like connection closing). `BENCH_RUNS=N` sets the runs per
+//! figure (default 3); `BENCH_QUICK=1` shortens the long measurements for a smoke run;
+//! `BENCH_ONLY=cpu` measures the ideal CPU per poll alone, `BENCH_ONLY=ideal` the ideal
+//! table, `BENCH_ONLY=realistic` the realistic one, `BENCH_ONLY=realistic-cpu` the
+//! realistic CPU per poll alone. `--features reqwest-transport` builds the daemon with
+//! reqwest as its HTTP client, for comparison.
 //! Everything stays on 127.0.0.1.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "daemon/harness.rs"]
+mod harness;
+#[path = "daemon/realistic.rs"]
+mod realistic;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use calldrift::clock::{Clock, SystemClock};
-use calldrift::sim::{CallbackConfig, Scenario, SimApp, Simulator};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
-const LIMIT: u32 = 200;
-
-struct Sim {
-    addr: SocketAddr,
-    sim: Simulator,
-    stop: CancellationToken,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn start_sim(apps: u64) -> Sim {
-    let apps = (0..apps)
-        .map(|i| SimApp {
-            sdkappid: 1_400_000_000 + i,
-            key: KEY.to_owned(),
-            admins: vec!["administrator".to_owned()],
-            users: Vec::new(),
-            callback: Some(CallbackConfig::new(
-                "https://hooks.example.com/tencent/call",
-                &["Call.CallbackAfterStartCall", "Call.CallbackAfterEndCall"],
-            )),
-            rotate: None,
-            latency: None,
-            room_callback: None,
-            live_callback: None,
-        })
-        .collect();
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let sim = Simulator::new(
-        Scenario {
-            apps,
-            ..Scenario::default()
-        },
-        Arc::new(SystemClock),
-    )
-    .expect("simulator");
-    let stop = CancellationToken::new();
-    let (runner, token) = (sim.clone(), stop.clone());
-    tokio::spawn(async move { runner.run(listener, token).await });
-    Sim { addr, sim, stop }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// A config for `targets` apps against the simulator.
-fn write_config(dir: &Path, sim: &Sim, targets: u64, settings: &str, port: u16) -> PathBuf {
-    let mut yaml = format!(
-        "listen: \"127.0.0.1:{port}\"\nlog_level: error\n{settings}\nregions:\n  sim: \"http://{}\"\napps:\n",
-        sim.addr
-    );
-    for i in 0..targets {
-        yaml.push_str(&format!(
-            "  - name: a{i}\n    sdkappid: {}\n    regions: [sim]\n    secret_key_env: BENCH_KEY\n",
-            1_400_000_000 + i
-        ));
-    }
-    let path = dir.join("calldrift.yaml");
-    std::fs::write(&path, yaml).expect("write config");
-    path
-}
-
-fn calldrift() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_calldrift"));
-    command
-        .env("BENCH_KEY", KEY)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    command
-}
-
-fn spawn_daemon(config: &Path) -> Child {
-    calldrift()
-        .args(["run", "-c", config.to_str().expect("utf8")])
-        .spawn()
-        .expect("spawn calldrift")
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// User plus system CPU time of a process.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let after = stat.rsplit_once(')').expect("stat format").1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
-}
-
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
-    kib / 1024.0
-}
-
-fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
-}
-
-async fn wait_for(what: &str, within: Duration, mut ready: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ready().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
+use harness::*;
 
 /// Largest 1-second window and achieved rate with demand at 2× the limit.
 async fn rate_fidelity(measure: Duration) -> (f64, f64) {
-    let sim = start_sim(2 * u64::from(LIMIT)).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
-        &sim,
+    let run = steady(
+        Distance::LOOPBACK,
         2 * u64::from(LIMIT),
-        "poll:\n  interval: 1s",
-        free_port(),
-    );
-    let _daemon = Killed(spawn_daemon(&config));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = sim.sim.stats().requests_total;
-    tokio::time::sleep(measure).await;
-    let stats = sim.sim.stats();
-    let achieved = (stats.requests_total - before) as f64 / measure.as_secs_f64();
-    (stats.max_requests_in_any_second as f64, achieved)
+        Duration::from_secs(2),
+        measure,
+    )
+    .await;
+    (run.max_window, run.rate)
 }
 
 /// CPU per completed poll at the limit (demand equal to the limit).
 async fn cpu_per_poll(measure: Duration) -> f64 {
-    let sim = start_sim(u64::from(LIMIT)).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
-        &sim,
+    steady(
+        Distance::LOOPBACK,
         u64::from(LIMIT),
-        "poll:\n  interval: 1s",
-        free_port(),
-    );
-    let daemon = Killed(spawn_daemon(&config));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (cpu0, polls0) = (cpu_time(daemon.0.id()), sim.sim.stats().requests_total);
-    tokio::time::sleep(measure).await;
-    let (cpu1, polls1) = (cpu_time(daemon.0.id()), sim.sim.stats().requests_total);
-    (cpu1 - cpu0).as_secs_f64() * 1e6 / (polls1 - polls0) as f64
+        Duration::from_secs(3),
+        measure,
+    )
+    .await
+    .cpu_us
 }
 
 /// RSS after a full round and /metrics render times, with `targets` targets.
@@ -323,6 +161,71 @@ async fn simulator_ceiling(measure: Duration) -> f64 {
     sim.sim.stats().requests_total as f64 / measure.as_secs_f64()
 }
 
+/// The ideal table's rows: figure, target, unit.
+const IDEAL_ROWS: [(&str, &str, &str); 10] = [
+    ("largest 1-s window at 2x demand", "<= 200", "calls"),
+    ("achieved rate at 2x demand", ">= 196/s (98 %)", "calls/s"),
+    ("achieved / limit", ">= 98 %", "%"),
+    ("CPU per completed poll at 200 polls/s", "<= 50 us", "us"),
+    (
+        "RSS with 10,000 targets after a full round",
+        "<= 64 MiB",
+        "MiB",
+    ),
+    ("/metrics render, 10,000 targets", "<= 250 ms", "ms"),
+    ("/metrics render, 1,000 targets", "<= 25 ms", "ms"),
+    ("start-up to first request", "<= 100 ms", "ms"),
+    ("check wall time, 1,000 targets at 200/s", "<= 5.2 s", "s"),
+    (
+        "simulator ceiling (32 clients, not calldrift)",
+        "-",
+        "answers/s",
+    ),
+];
+
+/// One run of every ideal figure, in the order of [`IDEAL_ROWS`].
+async fn ideal_run(long: Duration) -> [f64; 10] {
+    let (window, rate) = rate_fidelity(long).await;
+    let cpu = cpu_per_poll(long).await;
+    let (rss10k, render10k) = memory_and_render(10_000, 5).await;
+    let render1k = memory_and_render(1_000, 5).await.1;
+    let startup = median(vec![
+        startup_to_first_request().await,
+        startup_to_first_request().await,
+        startup_to_first_request().await,
+    ]);
+    let check = check_wall_time().await;
+    let ceiling = simulator_ceiling(Duration::from_secs(3)).await;
+    let share = rate / f64::from(LIMIT) * 100.0;
+    [
+        window, rate, share, cpu, rss10k, render10k, render1k, startup, check, ceiling,
+    ]
+}
+
+/// The ideal figures (plain HTTP on loopback, answers at once), `runs` times each.
+async fn ideal(runs: usize, long: Duration) {
+    let mut measured = Vec::new();
+    for run in 0..runs {
+        eprintln!("run {}/{runs}", run + 1);
+        measured.push(ideal_run(long).await);
+    }
+    println!(
+        "Ideal case: plain HTTP on loopback, answers at once; rates over {} s",
+        long.as_secs()
+    );
+    println!("| figure | target | median of {runs} | runs |");
+    println!("|---|---|---|---|");
+    for (i, (name, target, unit)) in IDEAL_ROWS.iter().enumerate() {
+        let values: Vec<f64> = measured.iter().map(|run| run[i]).collect();
+        let shown: Vec<String> = values.iter().map(|v| format!("{v:.1}")).collect();
+        println!(
+            "| {name} | {target} | {:.1} {unit} | {} |",
+            median(values),
+            shown.join(", ")
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful here.
     if std::env::args().any(|a| a == "--list") {
@@ -343,114 +246,29 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    if std::env::var("BENCH_ONLY").is_ok_and(|only| only == "cpu") {
-        // One figure, for iterating on it: `BENCH_ONLY=cpu cargo bench --bench daemon`.
-        let cpu: Vec<f64> = runtime.block_on(async {
-            let mut cpu = Vec::new();
-            for _ in 0..runs {
-                cpu.push(cpu_per_poll(long).await);
-            }
-            cpu
-        });
-        let shown: Vec<String> = cpu.iter().map(|v| format!("{v:.1}")).collect();
-        println!(
-            "CPU per completed poll at 200 polls/s: median {:.1} us ({})",
-            median(cpu),
-            shown.join(", ")
-        );
-        return;
-    }
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     runtime.block_on(async {
-        let mut windows = Vec::new();
-        let mut rates = Vec::new();
-        let mut cpu = Vec::new();
-        let mut rss10k = Vec::new();
-        let mut render10k = Vec::new();
-        let mut render1k = Vec::new();
-        let mut startup = Vec::new();
-        let mut check = Vec::new();
-        let mut ceiling = Vec::new();
-        for run in 0..runs {
-            eprintln!("run {}/{runs}", run + 1);
-            let (window, rate) = rate_fidelity(long).await;
-            windows.push(window);
-            rates.push(rate);
-            cpu.push(cpu_per_poll(long).await);
-            let (rss, render) = memory_and_render(10_000, 5).await;
-            rss10k.push(rss);
-            render10k.push(render);
-            render1k.push(memory_and_render(1_000, 5).await.1);
-            startup.push(median(vec![
-                startup_to_first_request().await,
-                startup_to_first_request().await,
-                startup_to_first_request().await,
-            ]));
-            check.push(check_wall_time().await);
-            ceiling.push(simulator_ceiling(Duration::from_secs(3)).await);
+        match only.as_str() {
+            "cpu" => {
+                // One figure, for iterating on it: `BENCH_ONLY=cpu cargo bench --bench daemon`.
+                let mut cpu = Vec::new();
+                for _ in 0..runs {
+                    cpu.push(cpu_per_poll(long).await);
+                }
+                let shown: Vec<String> = cpu.iter().map(|v| format!("{v:.1}")).collect();
+                println!(
+                    "CPU per completed poll at 200 polls/s: median {:.1} us ({})",
+                    median(cpu),
+                    shown.join(", ")
+                );
+            }
+            "ideal" => ideal(runs, long).await,
+            "realistic" => realistic::realistic(runs, long, false).await,
+            "realistic-cpu" => realistic::realistic(runs, long, true).await,
+            _ => {
+                ideal(runs, long).await;
+                realistic::realistic(runs, long, false).await;
+            }
         }
-        let limit = f64::from(LIMIT);
-        println!("| figure | target | median of {runs} | runs |");
-        println!("|---|---|---|---|");
-        let row = |name: &str, target: &str, values: &[f64], unit: &str| {
-            let shown: Vec<String> = values.iter().map(|v| format!("{v:.1}")).collect();
-            println!(
-                "| {name} | {target} | {:.1} {unit} | {} |",
-                median(values.to_vec()),
-                shown.join(", ")
-            );
-        };
-        row(
-            "largest 1-s window at 2x demand",
-            "<= 200",
-            &windows,
-            "calls",
-        );
-        row(
-            &format!("achieved rate at 2x demand over {}s", long.as_secs()),
-            ">= 196/s (98 %)",
-            &rates,
-            "calls/s",
-        );
-        println!(
-            "| achieved / limit | >= 98 % | {:.1} % | |",
-            median(rates.clone()) / limit * 100.0
-        );
-        row(
-            "CPU per completed poll at 200 polls/s",
-            "<= 50 us",
-            &cpu,
-            "us",
-        );
-        row(
-            "RSS with 10,000 targets after a full round",
-            "<= 64 MiB",
-            &rss10k,
-            "MiB",
-        );
-        row(
-            "/metrics render, 10,000 targets",
-            "<= 250 ms",
-            &render10k,
-            "ms",
-        );
-        row(
-            "/metrics render, 1,000 targets",
-            "<= 25 ms",
-            &render1k,
-            "ms",
-        );
-        row("start-up to first request", "<= 100 ms", &startup, "ms");
-        row(
-            "check wall time, 1,000 targets at 200/s",
-            "<= 5.2 s",
-            &check,
-            "s",
-        );
-        row(
-            "simulator ceiling (32 clients, not calldrift)",
-            "-",
-            &ceiling,
-            "answers/s",
-        );
     });
 }

@@ -8,12 +8,13 @@
 //! 1-second window ever holds more calls than the limit. The pacing bucket starts with
 //! one cell, so there is no burst at start-up.
 //!
-//! **Invariant:** a call is sent right after it passes [`RateLimits::acquire`]; nothing
-//! reaches the gateway any other way.
+//! **Invariant:** a call is sent right after it passes [`RateLimits::acquire`], or, when it
+//! first had to open a connection, reported with [`RateLimits::sent_late`] as it is sent;
+//! nothing reaches the gateway any other way.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
@@ -88,6 +89,16 @@ impl Window {
         }
     }
 
+    /// The call recorded at `from` was sent at `to`, which is no earlier than any record:
+    /// the records stay in order. If `from` has already left (`limit` calls passed since),
+    /// the late call is still among the last `limit` sent.
+    fn moved(&mut self, from: Instant, to: Instant) {
+        if let Some(i) = self.sent.iter().rposition(|t| *t == from) {
+            self.sent.remove(i);
+        }
+        self.record(to);
+    }
+
     fn idle(&self, now: Instant) -> bool {
         self.sent
             .back()
@@ -111,7 +122,10 @@ pub struct RateLimits {
     /// Where window waits end; see [`WINDOW_GRID`].
     window_grid: Grid,
     /// Serialises the final waits, so calls pass in order and the windows see every call.
-    gate: tokio::sync::Mutex<Windows>,
+    gate: tokio::sync::Mutex<()>,
+    /// Held briefly, never across a wait: a call sent late moves its send time while
+    /// others wait at the gate.
+    windows: Mutex<Windows>,
     /// Apps the gateway told to slow down (60011 and friends): no call before the instant.
     cooldown: Mutex<HashMap<u64, Instant>>,
 }
@@ -122,6 +136,45 @@ struct Windows {
     /// `None` when the per-app limit is not below the global one: the global cap then
     /// bounds every app too.
     per_app: Option<PerApp>,
+}
+
+impl Windows {
+    /// When the app's window has room again, or `None` if it has room now.
+    fn app_free_at(&self, sdkappid: u64, now: Instant) -> Option<Instant> {
+        self.per_app.as_ref()?.windows.get(&sdkappid)?.free_at(now)
+    }
+
+    fn record(&mut self, sdkappid: u64, now: Instant) {
+        self.global.record(now);
+        if let Some(per_app) = &mut self.per_app {
+            let limit = per_app.limit;
+            per_app
+                .windows
+                .entry(sdkappid)
+                .or_insert_with(|| Window::new(limit))
+                .record(now);
+            // Apps quiet for a whole window need no memory of their calls.
+            if per_app.windows.len() > 1024 {
+                per_app.windows.retain(|_, w| !w.idle(now));
+            }
+        }
+    }
+}
+
+/// Whether a call fits in the windows now.
+enum Room {
+    Passed(Instant),
+    /// The global window has room again then.
+    GlobalAt(Instant),
+    AppFull,
+}
+
+/// What passing [`RateLimits::acquire`] gives: when the call passed, and how long it
+/// waited for that.
+#[derive(Debug, Clone, Copy)]
+pub struct Passed {
+    pub at: Instant,
+    pub waited: Duration,
 }
 
 impl RateLimits {
@@ -142,7 +195,8 @@ impl RateLimits {
             per_second,
             grid: pacing_grid(),
             window_grid: Grid::shared(WINDOW_GRID),
-            gate: tokio::sync::Mutex::new(Windows {
+            gate: tokio::sync::Mutex::new(()),
+            windows: Mutex::new(Windows {
                 global: Window::new(per_second),
                 per_app,
             }),
@@ -155,8 +209,8 @@ impl RateLimits {
         self.per_second
     }
 
-    /// Waits until a call for `sdkappid` may be sent now; returns how long it waited.
-    pub async fn acquire(&self, sdkappid: u64) -> Duration {
+    /// Waits until a call for `sdkappid` may be sent now.
+    pub async fn acquire(&self, sdkappid: u64) -> Passed {
         let started = Instant::now();
         loop {
             let cooldown_until = self
@@ -172,30 +226,11 @@ impl RateLimits {
                     continue;
                 }
             }
-            let mut windows = self.gate.lock().await;
-            if let Some(per_app) = &mut windows.per_app {
-                let app_wait = per_app
-                    .windows
-                    .get(&sdkappid)
-                    .and_then(|w| w.free_at(Instant::now()))
-                    .map(|free_at| {
-                        self.window_grid
-                            .at_or_after(free_at)
-                            .saturating_duration_since(Instant::now())
-                    });
-                let not_before = match app_wait {
-                    Some(wait) => Some(wait),
-                    None => per_app
-                        .pacing
-                        .check_key(&sdkappid)
-                        .err()
-                        .map(|n| n.wait_time_from(DefaultClock::default().now())),
-                };
-                if let Some(wait) = not_before {
-                    drop(windows);
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
+            let gate = self.gate.lock().await;
+            if let Some(wait) = self.app_wait(sdkappid) {
+                drop(gate);
+                tokio::time::sleep(wait).await;
+                continue;
             }
             // governor's own `until_ready` sleeps on a timer thread of its own; one wake-up
             // there per call costs more CPU than the call itself, so sleep on tokio's timer.
@@ -204,25 +239,81 @@ impl RateLimits {
                 tokio::time::sleep_until(self.grid.at_or_after(later(Instant::now(), wait)).into())
                     .await;
             }
-            while let Some(free_at) = windows.global.free_at(Instant::now()) {
-                tokio::time::sleep_until(self.window_grid.at_or_after(free_at).into()).await;
-            }
-            let now = Instant::now();
-            windows.global.record(now);
-            if let Some(per_app) = &mut windows.per_app {
-                let limit = per_app.limit;
-                per_app
-                    .windows
-                    .entry(sdkappid)
-                    .or_insert_with(|| Window::new(limit))
-                    .record(now);
-                // Apps quiet for a whole window need no memory of their calls.
-                if per_app.windows.len() > 1024 {
-                    per_app.windows.retain(|_, w| !w.idle(now));
+            loop {
+                match self.pass_now(sdkappid) {
+                    Room::Passed(at) => {
+                        return Passed {
+                            at,
+                            waited: started.elapsed(),
+                        };
+                    }
+                    Room::GlobalAt(free_at) => {
+                        tokio::time::sleep_until(self.window_grid.at_or_after(free_at).into())
+                            .await;
+                    }
+                    // The app's window filled while this call waited for the global one:
+                    // a call of the same app was sent late.
+                    Room::AppFull => break,
                 }
             }
-            return started.elapsed();
+            drop(gate);
         }
+    }
+
+    /// Records the call if both windows have room now. Checked and recorded under one
+    /// lock: a call sent late may move a send time (see `sent_late`) between the two.
+    fn pass_now(&self, sdkappid: u64) -> Room {
+        let mut windows = self.windows();
+        let now = Instant::now();
+        if let Some(free_at) = windows.global.free_at(now) {
+            return Room::GlobalAt(free_at);
+        }
+        if windows.app_free_at(sdkappid, now).is_some() {
+            return Room::AppFull;
+        }
+        windows.record(sdkappid, now);
+        Room::Passed(now)
+    }
+
+    /// How long a call for `sdkappid` must wait for its app's window or pacing, if at all;
+    /// takes a pacing cell when it need not wait.
+    fn app_wait(&self, sdkappid: u64) -> Option<Duration> {
+        let windows = self.windows();
+        let per_app = windows.per_app.as_ref()?;
+        let now = Instant::now();
+        if let Some(free_at) = per_app.windows.get(&sdkappid).and_then(|w| w.free_at(now)) {
+            return Some(
+                self.window_grid
+                    .at_or_after(free_at)
+                    .saturating_duration_since(now),
+            );
+        }
+        per_app
+            .pacing
+            .check_key(&sdkappid)
+            .err()
+            .map(|n| n.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// A call that passed at `passed` is sent only now: it waited for a connection of its
+    /// own (TCP and TLS handshakes, two round trips to a gateway far away). Its place in
+    /// the windows moves to now, so the calls after it keep a window away from when it
+    /// really left, and the gateway never sees more than the limit.
+    pub fn sent_late(&self, sdkappid: u64, passed: Instant) {
+        let now = Instant::now();
+        let mut windows = self.windows();
+        windows.global.moved(passed, now);
+        if let Some(window) = windows
+            .per_app
+            .as_mut()
+            .and_then(|per_app| per_app.windows.get_mut(&sdkappid))
+        {
+            window.moved(passed, now);
+        }
+    }
+
+    fn windows(&self) -> MutexGuard<'_, Windows> {
+        self.windows.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Keeps calls for `sdkappid` back for `pause`, after the gateway said it is over its limit.
@@ -343,6 +434,42 @@ mod tests {
         let other = Instant::now();
         limits.acquire(8).await;
         assert!(other.elapsed() < Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_call_sent_late_moves_to_when_it_was_sent() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut window = Window::new(3);
+        for ms in [0, 100, 200] {
+            window.record(at(ms));
+        }
+        window.moved(at(0), at(300));
+        assert_eq!(window.sent, [at(100), at(200), at(300)]);
+        assert_eq!(window.free_at(at(400)), Some(at(100) + WINDOW));
+        // Gone from the window already: still one of the last three sent.
+        window.moved(at(50), at(350));
+        assert_eq!(window.sent, [at(200), at(300), at(350)]);
+    }
+
+    #[tokio::test]
+    async fn calls_after_one_sent_late_keep_a_window_from_it() {
+        // Limit 4, paced 250 ms apart: the fifth call waits for the first to leave the
+        // window. The first was sent 200 ms late, so the fifth waits for the second.
+        let limits = RateLimits::new(4, 4);
+        let started = Instant::now();
+        let first = limits.acquire(1).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        limits.sent_late(1, first.at);
+        for _ in 0..3 {
+            limits.acquire(1).await;
+        }
+        limits.acquire(1).await;
+        let fifth = started.elapsed();
+        // The second passed at about 250 ms; without the move the fifth would pass at
+        // about 1.01 s.
+        assert!(fifth >= Duration::from_millis(1200), "{fifth:?}");
+        assert!(fifth < Duration::from_millis(1500), "{fifth:?}");
     }
 
     #[tokio::test]

@@ -29,6 +29,11 @@ use answer::USERSIG_EXPIRED;
 pub use answer::{ApiAnswer, CODE_NO_CONFIG, PollError, PollOutcome, decode_get_callback};
 use deadlines::Deadlines;
 pub use target::{BaseUrls, Target, targets};
+#[cfg(not(feature = "reqwest-transport"))]
+use transport::Http;
+// The benchmark's comparison with reqwest (`--features reqwest-transport`).
+#[cfg(feature = "reqwest-transport")]
+use transport::reqwest_http::Http;
 
 /// Response bodies larger than this are rejected without being read whole.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -117,7 +122,7 @@ struct Failover {
 
 /// The gateway client: one keep-alive connection pool shared by every target.
 pub struct Client {
-    http: transport::Http,
+    http: Http,
     settings: ClientSettings,
     limits: Arc<RateLimits>,
     clock: Arc<dyn Clock>,
@@ -204,7 +209,9 @@ impl Client {
         let tls = tls_config(settings.ca_file.as_deref())?;
         let resolver = settings.resolver.as_ref().map(|r| r.0.clone());
         // The whole exchange's timeout is `deadlines`, one timer for many requests.
-        let http = transport::Http::new(tls, resolver, settings.timeout);
+        let http = Http::new(tls, resolver, settings.timeout);
+        #[cfg(feature = "reqwest-transport")]
+        let http = http.map_err(|e| ClientError::Build(e.to_string()))?;
         Ok(Self {
             http,
             deadlines: Deadlines::for_timeout(settings.timeout),
@@ -230,10 +237,10 @@ impl Client {
         loop {
             // Keyed by SDKAppID, not by target: every region and product of an app counts
             // against its one per-app limit, as the gateway counts them.
-            let waited = self.limits.acquire(target.key.sdkappid).await;
-            self.observer.rate_limit_wait(waited);
+            let passed = self.limits.acquire(target.key.sdkappid).await;
+            self.observer.rate_limit_wait(passed.waited);
             attempts += 1;
-            let attempt = self.attempt(target).await;
+            let attempt = self.attempt(target, passed.at).await;
             let retry = match &attempt.result {
                 Err(PollError::Auth(answer))
                     if USERSIG_EXPIRED.contains(&answer.code) && !resigned =>
@@ -305,10 +312,13 @@ impl Client {
         }
     }
 
-    async fn attempt(&self, target: &Target) -> Attempt {
+    /// One HTTP exchange for a call that passed the limiter at `passed`.
+    async fn attempt(&self, target: &Target, passed: Instant) -> Attempt {
         let base = self.base_url(target);
         let path = request_path(target, self.clock.unix_secs());
         let started = Instant::now();
+        // A call that waited for a new connection leaves later than it passed.
+        let sent_late = || self.limits.sent_late(target.key.sdkappid, passed);
         // Boxed, so the select below moves a pointer, not the exchange's large state.
         let read = Box::pin(self.http.post(
             base,
@@ -316,6 +326,7 @@ impl Client {
             &REQUEST_HEADERS,
             Bytes::from_static(b"{}"),
             MAX_BODY_BYTES,
+            &sent_late,
         ));
         let deadline = self.deadlines.after(self.settings.timeout);
         let outcome = tokio::select! {

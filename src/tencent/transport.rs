@@ -31,6 +31,9 @@ use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
 use tower_service::Service;
 
+#[cfg(feature = "reqwest-transport")]
+pub mod reqwest_http;
+
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
@@ -179,11 +182,19 @@ pub enum Error {
     Request(#[source] hyper::Error),
     #[error("body")]
     Body(#[source] hyper::Error),
+    /// reqwest's failure, with `--features reqwest-transport`.
+    #[cfg(feature = "reqwest-transport")]
+    #[error("request")]
+    Client(#[source] reqwest::Error),
 }
 
 impl Error {
     /// A connect that timed out, whatever layer noticed it.
     pub fn is_timeout(&self) -> bool {
+        #[cfg(feature = "reqwest-transport")]
+        if matches!(self, Error::Client(e) if e.is_timeout()) {
+            return true;
+        }
         let mut source = StdError::source(self);
         while let Some(cause) = source {
             if cause
@@ -338,6 +349,8 @@ impl Http {
 
     /// POSTs `body` to `base` + `path_and_query` and reads the answer, at most `limit`
     /// body bytes. A connection whose answer was read whole goes back to the pool.
+    /// `connected` is called right before the request goes out on a connection opened
+    /// for it: the time since the caller decided to send went to connecting.
     ///
     /// A keep-alive connection the server closed is replaced by a new one, once, when the
     /// close met the request before any of the answer: the request came back unsent, or
@@ -353,6 +366,7 @@ impl Http {
         headers: &[(HeaderName, HeaderValue)],
         body: Bytes,
         limit: usize,
+        connected: &(dyn Fn() + Sync),
     ) -> Result<Answer, Error> {
         let destination = self.destination(base)?;
         let uri = match destination.forward {
@@ -364,6 +378,9 @@ impl Http {
         let request = || build_request(&destination, uri.clone(), headers, body.clone());
 
         let (mut sender, reused) = self.checkout(base, &destination).await?;
+        if !reused {
+            connected();
+        }
         let response = match sender.try_send_request(request()?).await {
             Ok(response) => response,
             Err(mut failed) => {
@@ -373,6 +390,7 @@ impl Http {
                 }
                 tracing::debug!(error = %failed.error(), "gateway connection closed under a request; sending it on a new one");
                 sender = self.connect(&destination).await?;
+                connected();
                 let request = match unsent {
                     Some(request) => request,
                     None => request()?,
@@ -545,7 +563,7 @@ mod tests {
 
     async fn post(http: &Http, base: &str) -> String {
         let answer = http
-            .post(base, "/x?y=1", &[], Bytes::from_static(b"{}"), 1024)
+            .post(base, "/x?y=1", &[], Bytes::from_static(b"{}"), 1024, &|| {})
             .await
             .expect("answer");
         assert_eq!(answer.status, StatusCode::OK);
@@ -633,7 +651,7 @@ mod tests {
         let (base, accepted) = server(Mode::KeepAlive).await;
         let http = http();
         let answer = http
-            .post(&base, "/x", &[], Bytes::from_static(b"{}"), 3)
+            .post(&base, "/x", &[], Bytes::from_static(b"{}"), 3, &|| {})
             .await
             .expect("answer");
         assert!(answer.body.is_none());
@@ -658,19 +676,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_caller_hears_of_each_request_that_waited_for_a_new_connection() {
+        let (base, _) = server(Mode::CloseOnRequestAfter(2)).await;
+        let http = http();
+        let connected = AtomicUsize::new(0);
+        let count = || {
+            connected.fetch_add(1, Ordering::SeqCst);
+        };
+        let mut heard = Vec::new();
+        for _ in 0..6 {
+            http.post(&base, "/x", &[], Bytes::from_static(b"{}"), 1024, &count)
+                .await
+                .expect("answer");
+            heard.push(connected.load(Ordering::SeqCst));
+        }
+        // New, reused, met the close and sent on a new one, reused, the same again.
+        assert_eq!(heard, [1, 1, 2, 2, 3, 3]);
+    }
+
+    #[tokio::test]
     async fn a_reset_or_a_close_on_a_new_connection_is_an_error() {
         let (base, accepted) = server(Mode::ResetOnRequestAfter(1)).await;
         let http = http();
         assert_eq!(post(&http, &base).await, "{\"n\":0}");
         let reset = http
-            .post(&base, "/x", &[], Bytes::from_static(b"{}"), 1024)
+            .post(&base, "/x", &[], Bytes::from_static(b"{}"), 1024, &|| {})
             .await;
         assert!(matches!(reset, Err(Error::Request(_))));
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "not sent again");
 
         let (base, accepted) = server(Mode::CloseOnRequestAfter(0)).await;
         let closed = http
-            .post(&base, "/x", &[], Bytes::from_static(b"{}"), 1024)
+            .post(&base, "/x", &[], Bytes::from_static(b"{}"), 1024, &|| {})
             .await;
         assert!(matches!(closed, Err(Error::Request(e)) if e.is_incomplete_message()));
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "not sent again");
