@@ -76,6 +76,38 @@ fn http_auth_failures(registry: &Registry) -> IntCounterVec {
     failures
 }
 
+/// `calldrift_build_info`, set to 1 with the version and revision.
+fn build_info(registry: &Registry, version: &str, revision: &str) {
+    let info = register(
+        registry,
+        GaugeVec::new(
+            Opts::new(
+                "calldrift_build_info",
+                "Always 1; labels name the calldrift version and git revision.",
+            ),
+            &["version", "revision"],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}")),
+    );
+    info.with_label_values(&[version, revision]).set(1.0);
+}
+
+/// `calldrift_api_request_duration_seconds`, with buckets for gateways near and far.
+fn api_duration(registry: &Registry) -> HistogramVec {
+    register(
+        registry,
+        HistogramVec::new(
+            HistogramOpts::new(
+                "calldrift_api_request_duration_seconds",
+                "Latency of gateway requests.",
+            )
+            .buckets(vec![0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["region"],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}")),
+    )
+}
+
 impl Metrics {
     pub fn new(version: &str, revision: &str) -> Self {
         let registry = Registry::new();
@@ -84,18 +116,7 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
 
-        let build_info = register(
-            &registry,
-            GaugeVec::new(
-                Opts::new(
-                    "calldrift_build_info",
-                    "Always 1; labels name the calldrift version and git revision.",
-                ),
-                &["version", "revision"],
-            )
-            .unwrap_or_else(|e| unreachable!("{e}")),
-        );
-        build_info.with_label_values(&[version, revision]).set(1.0);
+        build_info(&registry, version, revision);
 
         let gauge = |name: &str, help: &str| {
             register(
@@ -125,18 +146,7 @@ impl Metrics {
                 "Failed gateway requests by reason: transport, timeout, http_status, decode, api_error, rate_limited, auth.",
                 &["region", "reason"],
             ),
-            api_duration: register(
-                &registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "calldrift_api_request_duration_seconds",
-                        "Latency of gateway requests.",
-                    )
-                    .buckets(vec![0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-                    &["region"],
-                )
-                .unwrap_or_else(|e| unreachable!("{e}")),
-            ),
+            api_duration: api_duration(&registry),
             rate_limit_wait: register(
                 &registry,
                 prometheus::Counter::new(
