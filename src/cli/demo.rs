@@ -64,7 +64,7 @@ pub(super) async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     println!("  JSON           http://{listen}/api/v1/targets");
     println!();
     println!(
-        "  curl -s http://{listen}/metrics | grep -E '^calldrift_(drift|up|callback_config_changes_total)'"
+        "  curl -s http://{listen}/metrics | grep -E '^calldrift_(drift\\{{.*\\}} 1|callback_config_changes_total)'"
     );
     println!();
     println!("Ctrl-C stops it.");
