@@ -1,6 +1,12 @@
 //! Request counting: every `/v4/` request, in total and per app, and the largest count of
 //! arrivals lying less than one second apart (a sliding window, not aligned seconds);
 //! connections accepted and TLS handshakes completed.
+//!
+//! The total is also counted over a window 20 ms shorter: a client pacing its sends
+//! exactly can still show one or two calls too many in a second here, because the
+//! moment this simulator reads a request trails its sending by however long the two
+//! processes waited for a core. The shorter window is what tests on a busy machine
+//! assert on.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -10,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::Simulator;
 
 const WINDOW: Duration = Duration::from_secs(1);
+/// One second less the scheduling noise a test on two shared cores tolerates.
+const NOISY_WINDOW: Duration = Duration::from_millis(980);
 
 /// What `GET /__sim/stats` reports.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -20,6 +28,9 @@ pub struct SimStats {
     pub malformed_requests: u64,
     /// The most `/v4/` requests that arrived less than one second apart.
     pub max_requests_in_any_second: u64,
+    /// The most `/v4/` requests that arrived less than 980 ms apart.
+    #[serde(default)]
+    pub max_requests_in_any_980ms: u64,
     /// TCP connections accepted.
     #[serde(default)]
     pub connections_accepted: u64,
@@ -39,19 +50,34 @@ pub struct AppStats {
     pub rate_limited: u64,
 }
 
-/// Arrival times of the trailing second, and the largest count ever seen in it.
-#[derive(Debug, Default)]
+/// Arrival times of the trailing window, and the largest count ever seen in it.
+#[derive(Debug)]
 struct RateWindow {
+    length: Duration,
     arrivals: VecDeque<Instant>,
     max: u64,
 }
 
+impl Default for RateWindow {
+    fn default() -> Self {
+        Self::new(WINDOW)
+    }
+}
+
 impl RateWindow {
-    /// Records an arrival; returns how many arrivals lie in the second up to `now`, this
+    fn new(length: Duration) -> Self {
+        Self {
+            length,
+            arrivals: VecDeque::new(),
+            max: 0,
+        }
+    }
+
+    /// Records an arrival; returns how many arrivals lie in the window up to `now`, this
     /// one included. `now` must not go backwards.
     fn record(&mut self, now: Instant) -> u64 {
         while let Some(front) = self.arrivals.front() {
-            if now.saturating_duration_since(*front) >= WINDOW {
+            if now.saturating_duration_since(*front) >= self.length {
                 self.arrivals.pop_front();
             } else {
                 break;
@@ -65,13 +91,27 @@ impl RateWindow {
 }
 
 /// The gateway's counters over all apps.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Totals {
     requests: u64,
     malformed: u64,
     window: RateWindow,
+    noisy_window: RateWindow,
     connections: u64,
     tls_handshakes: u64,
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Self {
+            requests: 0,
+            malformed: 0,
+            window: RateWindow::new(WINDOW),
+            noisy_window: RateWindow::new(NOISY_WINDOW),
+            connections: 0,
+            tls_handshakes: 0,
+        }
+    }
 }
 
 /// One app's counters.
@@ -97,6 +137,7 @@ impl Simulator {
             requests_total: st.totals.requests,
             malformed_requests: st.totals.malformed,
             max_requests_in_any_second: st.totals.window.max,
+            max_requests_in_any_980ms: st.totals.noisy_window.max,
             connections_accepted: st.totals.connections,
             tls_handshakes: st.totals.tls_handshakes,
             apps: st
@@ -121,6 +162,7 @@ impl Simulator {
         let now = Instant::now();
         st.totals.requests += 1;
         st.totals.window.record(now);
+        st.totals.noisy_window.record(now);
         let app = st.apps.get_mut(&sdkappid?)?;
         app.counts.requests += 1;
         Some(app.counts.window.record(now))
@@ -199,5 +241,10 @@ mod tests {
         assert_eq!(window.record(base + Duration::from_millis(5000)), 1);
         assert_eq!(window.arrivals.len(), 1, "memory stays bounded");
         assert_eq!(window.max, 2);
+        // The shorter window lets go 980 ms after an arrival.
+        let mut window = RateWindow::new(NOISY_WINDOW);
+        assert_eq!(window.record(base), 1);
+        assert_eq!(window.record(base + Duration::from_millis(979)), 2);
+        assert_eq!(window.record(base + Duration::from_millis(980)), 2);
     }
 }
