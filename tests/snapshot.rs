@@ -330,3 +330,63 @@ async fn regions_that_disagree_fail_naming_both_and_regions_that_agree_share_one
         .to_string();
     assert!(err.contains("west has absent"), "{err}");
 }
+
+/// Runs calldrift with `args` under `script`, so stdout and stderr are a terminal as at
+/// an operator's shell; returns everything the terminal showed.
+fn on_a_terminal(args: &[&str]) -> String {
+    let command = std::iter::once(env!("CARGO_BIN_EXE_calldrift"))
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = Command::new("script");
+    script
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env_remove("RUST_LOG");
+    for id in 1..=5u64 {
+        script.env(format!("KEY_{id}"), key_for(id));
+    }
+    let out = script.output().expect("run script");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn snapshot_and_check_show_progress_on_a_terminal_and_not_when_quiet() {
+    let sim = five_apps().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("calldrift.yaml");
+    std::fs::write(&config, five_apps_yaml(&sim)).expect("write");
+    let out = dir.path().join("baseline.yaml");
+    let (config, out) = (path_str(&config).to_owned(), path_str(&out).to_owned());
+
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            on_a_terminal(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+    };
+    let args = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+    let shown = run(args(&["snapshot", "-c", &config, "-o", &out]))
+        .await
+        .expect("join");
+    // The first read draws the line; the last clears it before the summary.
+    assert!(shown.contains("reading 1/5 targets"), "{shown:?}");
+    assert!(shown.contains("\r\x1b[2K"), "{shown:?}");
+    assert!(
+        shown.contains("snapshot of 5 apps (5 targets) written"),
+        "{shown:?}"
+    );
+    let quiet = run(args(&["snapshot", "-q", "-c", &config, "-o", &out]))
+        .await
+        .expect("join");
+    assert!(!quiet.contains("reading"), "{quiet:?}");
+    assert!(
+        quiet.contains("snapshot of 5 apps (5 targets) written"),
+        "{quiet:?}"
+    );
+
+    let checked = run(args(&["check", "-c", &out])).await.expect("join");
+    assert!(checked.contains("checking 1/5 targets"), "{checked:?}");
+    // Piped, as in cron or CI: no line at all.
+    let piped = calldrift_async(&["snapshot", "-c", &config, "-o", &out]).await;
+    assert!(!stderr(&piped).contains("reading"), "{}", stderr(&piped));
+}

@@ -94,6 +94,7 @@ pub(super) fn usersig(
 pub(super) fn snapshot(
     path: &Path,
     output: Option<&Path>,
+    quiet: bool,
     log_level: Option<&str>,
     format: Option<LogFormatArg>,
 ) -> anyhow::Result<ExitCode> {
@@ -131,8 +132,18 @@ pub(super) fn snapshot(
     }
     let out_dir = output_dir(output, base_dir)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let snapshot = runtime()?.block_on(crate::snapshot::take(
-        &text, &config, &secrets, &out_dir, clock,
+    let mut line = ProgressLine::on_terminal("reading", quiet);
+    let snapshot = runtime()?.block_on(crate::snapshot::take_with_progress(
+        &text,
+        &config,
+        &secrets,
+        &out_dir,
+        clock,
+        &mut |done, total| {
+            if let Some(line) = &mut line {
+                line.update(done, total);
+            }
+        },
     ))?;
     for warning in crate::snapshot::questionable(&config, &snapshot.apps) {
         eprintln!("warning: snapshot: {warning}");

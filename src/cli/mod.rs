@@ -113,6 +113,9 @@ pub enum Command {
         /// config are taken from the config's directory, so keep it beside the config.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// No progress line on stderr (there is none anyway when stderr is not a terminal).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Parse and validate the config and resolve secrets; no network.
     Validate {
@@ -216,9 +219,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             gateway,
         } => serve::simulate(&scenario, listen, gateway, level.as_deref(), format),
         Command::Validate { config } => Ok(commands::validate(&config.config)),
-        Command::Snapshot { config, output } => {
-            commands::snapshot(&config.config, output.as_deref(), level.as_deref(), format)
-        }
+        Command::Snapshot {
+            config,
+            output,
+            quiet,
+        } => commands::snapshot(
+            &config.config,
+            output.as_deref(),
+            quiet,
+            level.as_deref(),
+            format,
+        ),
         Command::Check {
             config,
             format: report,

@@ -1,4 +1,4 @@
-//! A progress line on stderr for passes over many targets (`check`): at 200 calls/s a
+//! A progress line on stderr for passes over many targets (`check`, `snapshot`): at 200 calls/s a
 //! pass over thousands takes minutes. Only for a person at a terminal: nothing when stderr
 //! is a pipe or a file, nothing with `--quiet`.
 

@@ -183,8 +183,20 @@ pub async fn take(
     base_dir: &Path,
     clock: Arc<dyn Clock>,
 ) -> Result<Snapshot, SnapshotError> {
+    take_with_progress(text, config, secrets, base_dir, clock, &mut |_, _| {}).await
+}
+
+/// [`take`], telling `progress` (done, total) as each target's read completes.
+pub async fn take_with_progress(
+    text: &str,
+    config: &Config,
+    secrets: &Secrets,
+    base_dir: &Path,
+    clock: Arc<dyn Clock>,
+    progress: &mut (dyn FnMut(usize, usize) + Send),
+) -> Result<Snapshot, SnapshotError> {
     let taken_at = clock.now();
-    let apps = observe(config, secrets, clock).await?;
+    let apps = observe(config, secrets, clock, progress).await?;
     let header = header_text(
         &humantime::format_rfc3339_seconds(taken_at).to_string(),
         &config.origin,
@@ -199,11 +211,12 @@ pub async fn observe(
     config: &Config,
     secrets: &Secrets,
     clock: Arc<dyn Clock>,
+    progress: &mut (dyn FnMut(usize, usize) + Send),
 ) -> Result<BTreeMap<String, AppBaseline>, SnapshotError> {
     let client = check::client(config, clock)?;
     let targets = crate::tencent::targets(config, secrets);
     let mut outcomes: BTreeMap<TargetKey, PollOutcome> =
-        check::poll_outcomes(&client, targets, config.poll.max_concurrency)
+        check::poll_outcomes_with(&client, targets, config.poll.max_concurrency, progress)
             .await
             .into_iter()
             .map(|(target, outcome)| (target.key, outcome))
