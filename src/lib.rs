@@ -9,10 +9,12 @@
 //! - [`daemon`]: `calldrift run`: scheduler, server, state file and reloads wired together.
 //! - [`drift`]: the pure core: expected vs observed configuration, findings, fingerprint.
 //! - [`metrics`]: every Prometheus metric, registered once.
+//! - [`plan`]: `calldrift plan` and `apply`: the writes that restore the expectations.
 //! - [`probe`]: callback endpoint health: DNS, TLS handshake and certificate expiry.
 //! - [`product`]: TUICallKit, TUIRoomKit and TUILiveKit: API families and command words.
 //! - [`ratelimit`]: the global and per-app limits every gateway call passes.
 //! - [`redact`]: how callback URLs are shown anywhere.
+//! - [`remedy`]: the pure decision of remediation: which write makes a target match.
 //! - [`report`]: the per-target report of `check` and `/api/v1/targets`.
 //! - [`scheduler`]: the poll loop: spread, skips, lag.
 //! - [`secret`]: the secret key type, which never prints itself.
@@ -42,10 +44,12 @@ pub mod config;
 pub mod daemon;
 pub mod drift;
 pub mod metrics;
+pub mod plan;
 pub mod probe;
 pub mod product;
 pub mod ratelimit;
 pub mod redact;
+pub mod remedy;
 pub mod report;
 pub mod scheduler;
 pub mod secret;

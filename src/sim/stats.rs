@@ -1,6 +1,6 @@
 //! Request counting: every `/v4/` request, in total and per app, and the largest count of
 //! arrivals lying less than one second apart (a sliding window, not aligned seconds);
-//! connections accepted and TLS handshakes completed.
+//! connections accepted and TLS handshakes completed; write requests per app and API.
 //!
 //! The total is also counted over a window 20 ms shorter: a client pacing its sends
 //! exactly can still show one or two calls too many in a second here, because the
@@ -37,6 +37,10 @@ pub struct SimStats {
     /// TLS handshakes completed (0 without TLS).
     #[serde(default)]
     pub tls_handshakes: u64,
+    /// Well-formed write requests (set, update, delete) to a known app, whatever their
+    /// answer.
+    #[serde(default)]
+    pub writes_total: u64,
     /// Per app, keyed by SDKAppID in decimal.
     pub apps: BTreeMap<String, AppStats>,
 }
@@ -48,6 +52,10 @@ pub struct AppStats {
     pub max_requests_in_any_second: u64,
     /// Requests answered 60011.
     pub rate_limited: u64,
+    /// Well-formed write requests by API (`room_config/update_callback`), whatever their
+    /// answer; empty when nothing was asked to change.
+    #[serde(default)]
+    pub writes: BTreeMap<String, u64>,
 }
 
 /// Arrival times of the trailing window, and the largest count ever seen in it.
@@ -99,6 +107,7 @@ pub(super) struct Totals {
     noisy_window: RateWindow,
     connections: u64,
     tls_handshakes: u64,
+    writes: u64,
 }
 
 impl Default for Totals {
@@ -110,6 +119,7 @@ impl Default for Totals {
             noisy_window: RateWindow::new(NOISY_WINDOW),
             connections: 0,
             tls_handshakes: 0,
+            writes: 0,
         }
     }
 }
@@ -120,6 +130,7 @@ pub(super) struct AppCounts {
     requests: u64,
     rate_limited: u64,
     window: RateWindow,
+    writes: BTreeMap<String, u64>,
 }
 
 impl AppCounts {
@@ -140,6 +151,7 @@ impl Simulator {
             max_requests_in_any_980ms: st.totals.noisy_window.max,
             connections_accepted: st.totals.connections,
             tls_handshakes: st.totals.tls_handshakes,
+            writes_total: st.totals.writes,
             apps: st
                 .apps
                 .iter()
@@ -148,6 +160,7 @@ impl Simulator {
                         requests: app.counts.requests,
                         max_requests_in_any_second: app.counts.window.max,
                         rate_limited: app.counts.rate_limited,
+                        writes: app.counts.writes.clone(),
                     };
                     (id.to_string(), stats)
                 })
@@ -166,6 +179,17 @@ impl Simulator {
         let app = st.apps.get_mut(&sdkappid?)?;
         app.counts.requests += 1;
         Some(app.counts.window.record(now))
+    }
+
+    /// Counts a well-formed write request (`family/api`, e.g. `call_config/set_callback`)
+    /// to a known app.
+    pub(super) fn record_write(&self, sdkappid: u64, api: String) {
+        let mut st = self.lock();
+        let Some(app) = st.apps.get_mut(&sdkappid) else {
+            return;
+        };
+        *app.counts.writes.entry(api).or_default() += 1;
+        st.totals.writes += 1;
     }
 
     /// Counts a request refused as not well formed.

@@ -224,6 +224,24 @@ impl Error {
     }
 }
 
+/// When a request that met a closed keep-alive connection goes once more on a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// When it came back unsent, or went out and met the connection's end before any of
+    /// its answer (a read: sending it again changes nothing).
+    Unanswered,
+    /// Only when it came back unsent: a write that went out may have been carried out,
+    /// so it is never sent twice.
+    Unsent,
+}
+
+/// What is POSTed: the body, and when it may go again on a new connection.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pub body: Bytes,
+    pub resend: Resend,
+}
+
 /// A response: status and body, or `None` for a body over the limit.
 pub struct Answer {
     pub status: StatusCode,
@@ -350,7 +368,7 @@ impl Http {
         idle.push_back(Idle { sender, since: now });
     }
 
-    /// POSTs `body` to `base` + `path_and_query` and reads the answer, at most `limit`
+    /// POSTs `payload`'s body to `base` + `path_and_query` and reads the answer, at most `limit`
     /// body bytes. A connection whose answer was read whole goes back to the pool.
     /// `connected` is called right before the request goes out on a connection opened
     /// for it: the time since the caller decided to send went to connecting.
@@ -361,16 +379,18 @@ impl Http {
     /// close_notify). A balancer closing an idle or spent connection does that, and far
     /// away its close and our request cross; the server handled nothing, so sending the
     /// request again is not a second call. A reset is not retried: a server that read the
-    /// request and dropped it (the simulator's `reset` fault) may have counted it.
+    /// request and dropped it (the simulator's `reset` fault) may have counted it. With
+    /// [`Resend::Unsent`] (writes) only a request that came back unsent goes again.
     pub async fn post(
         &self,
         base: &str,
         path_and_query: &str,
         headers: &[(HeaderName, HeaderValue)],
-        body: Bytes,
+        payload: Payload,
         limit: usize,
         connected: &(dyn Fn() + Sync),
     ) -> Result<Answer, Error> {
+        let Payload { body, resend } = payload;
         let destination = self.destination(base)?;
         let uri = match destination.forward {
             // An HTTP proxy takes the whole URL.
@@ -388,7 +408,8 @@ impl Http {
             Ok(response) => response,
             Err(mut failed) => {
                 let unsent = failed.take_message();
-                if unsent.is_none() && !(reused && ended_before_answer(failed.error())) {
+                let resend_sent = resend == Resend::Unanswered && reused;
+                if unsent.is_none() && !(resend_sent && ended_before_answer(failed.error())) {
                     return Err(Error::Request(failed.into_error()));
                 }
                 tracing::debug!(error = %failed.error(), "gateway connection closed under a request; sending it on a new one");
@@ -564,9 +585,17 @@ mod tests {
         Http::new(tls, None, Duration::from_secs(2))
     }
 
+    /// `{}`, as a read sends it.
+    fn unanswered() -> Payload {
+        Payload {
+            body: Bytes::from_static(b"{}"),
+            resend: Resend::Unanswered,
+        }
+    }
+
     async fn post(http: &Http, base: &str) -> String {
         let answer = http
-            .post(base, "/x?y=1", &[], Bytes::from_static(b"{}"), 1024, &|| {})
+            .post(base, "/x?y=1", &[], unanswered(), 1024, &|| {})
             .await
             .expect("answer");
         assert_eq!(answer.status, StatusCode::OK);
@@ -654,7 +683,7 @@ mod tests {
         let (base, accepted) = server(Mode::KeepAlive).await;
         let http = http();
         let answer = http
-            .post(&base, "/x", &[], Bytes::from_static(b"{}"), 3, &|| {})
+            .post(&base, "/x", &[], unanswered(), 3, &|| {})
             .await
             .expect("answer");
         assert!(answer.body.is_none());
@@ -679,6 +708,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_write_that_met_the_close_after_it_went_out_is_not_sent_again() {
+        let (base, accepted) = server(Mode::CloseOnRequestAfter(2)).await;
+        let http = http();
+        for n in 0..2 {
+            assert_eq!(post(&http, &base).await, format!("{{\"n\":{n}}}"));
+        }
+        // The third request goes out on the reused connection, whose server reads it and
+        // closes: a read would go again, a write must not.
+        let lost = http
+            .post(
+                &base,
+                "/x",
+                &[],
+                Payload {
+                    body: Bytes::from_static(b"{}"),
+                    resend: Resend::Unsent,
+                },
+                1024,
+                &|| {},
+            )
+            .await;
+        assert!(matches!(lost, Err(Error::Request(_))));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "not sent again");
+    }
+
+    #[tokio::test]
     async fn the_caller_hears_of_each_request_that_waited_for_a_new_connection() {
         let (base, _) = server(Mode::CloseOnRequestAfter(2)).await;
         let http = http();
@@ -688,7 +743,7 @@ mod tests {
         };
         let mut heard = Vec::new();
         for _ in 0..6 {
-            http.post(&base, "/x", &[], Bytes::from_static(b"{}"), 1024, &count)
+            http.post(&base, "/x", &[], unanswered(), 1024, &count)
                 .await
                 .expect("answer");
             heard.push(connected.load(Ordering::SeqCst));
@@ -703,14 +758,14 @@ mod tests {
         let http = http();
         assert_eq!(post(&http, &base).await, "{\"n\":0}");
         let reset = http
-            .post(&base, "/x", &[], Bytes::from_static(b"{}"), 1024, &|| {})
+            .post(&base, "/x", &[], unanswered(), 1024, &|| {})
             .await;
         assert!(matches!(reset, Err(Error::Request(_))));
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "not sent again");
 
         let (base, accepted) = server(Mode::CloseOnRequestAfter(0)).await;
         let closed = http
-            .post(&base, "/x", &[], Bytes::from_static(b"{}"), 1024, &|| {})
+            .post(&base, "/x", &[], unanswered(), 1024, &|| {})
             .await;
         assert!(matches!(closed, Err(Error::Request(e)) if e.is_incomplete_message()));
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "not sent again");

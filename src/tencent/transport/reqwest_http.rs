@@ -6,10 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 
-use super::{Answer, Error, IDLE_TIMEOUT, MAX_IDLE_PER_BASE, Resolve};
+use super::{Answer, Error, IDLE_TIMEOUT, MAX_IDLE_PER_BASE, Payload, Resolve};
 
 /// Our resolver as reqwest's.
 struct Resolver(Arc<dyn Resolve>);
@@ -60,10 +59,13 @@ impl Http {
         base: &str,
         path_and_query: &str,
         headers: &[(HeaderName, HeaderValue)],
-        body: Bytes,
+        // reqwest's pool sends again only requests that never went out, so `resend` is
+        // met either way.
+        payload: Payload,
         limit: usize,
         _connected: &(dyn Fn() + Sync),
     ) -> Result<Answer, Error> {
+        let body = payload.body;
         let mut request = self.client.post(format!("{base}{path_and_query}"));
         for (name, value) in headers {
             request = request.header(name.clone(), value.clone());
