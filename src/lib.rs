@@ -13,6 +13,7 @@
 //! - [`product`]: TUICallKit, TUIRoomKit and TUILiveKit: API families and command words.
 //! - [`ratelimit`]: the global and per-app limits every gateway call passes.
 //! - [`redact`]: how callback URLs are shown anywhere.
+//! - [`remedy`]: the pure decision of remediation: which write makes a target match.
 //! - [`report`]: the per-target report of `check` and `/api/v1/targets`.
 //! - [`scheduler`]: the poll loop: spread, skips, lag.
 //! - [`secret`]: the secret key type, which never prints itself.
@@ -47,6 +48,7 @@ pub mod probe;
 pub mod product;
 pub mod ratelimit;
 pub mod redact;
+pub mod remedy;
 pub mod report;
 pub mod scheduler;
 pub mod secret;

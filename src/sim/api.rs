@@ -377,6 +377,10 @@ impl Simulator {
             Ok(api) => api,
             Err(reject) => return Ok(self.malformed(reject)),
         };
+        if !matches!(api.command, Command::Get) {
+            let name = format!("{}/{}", api.product.api_family(), api.command.name());
+            self.record_write(api.sdkappid, name);
+        }
         let fault = match self.admit(&api, app_count) {
             Ok(fault) => fault,
             Err(code) => return Ok(self.answer(&api, code, None)),
@@ -819,6 +823,26 @@ mod tests {
             stats.apps[&CLEAN.to_string()].requests,
             stats.requests_total
         );
+        // Well-formed writes by API, refused ones included; malformed ones are not.
+        let writes: Vec<(&str, u64)> = stats.apps[&CLEAN.to_string()]
+            .writes
+            .iter()
+            .map(|(api, n)| (api.as_str(), *n))
+            .collect();
+        assert_eq!(
+            writes,
+            [
+                ("call_config/set_callback", 1),
+                ("live_config/delete_callback", 1),
+                ("live_config/set_callback", 2),
+                ("live_config/update_callback", 2),
+                ("room_config/delete_callback", 1),
+                ("room_config/set_callback", 2),
+                ("room_config/update_callback", 2),
+            ]
+        );
+        assert_eq!(stats.writes_total, 11);
+        assert!(stats.apps[&BARE.to_string()].writes.is_empty());
         server.stop().await;
     }
 

@@ -1,6 +1,6 @@
 //! Request counting: every `/v4/` request, in total and per app, and the largest count of
 //! arrivals lying less than one second apart (a sliding window, not aligned seconds);
-//! connections accepted and TLS handshakes completed.
+//! connections accepted and TLS handshakes completed; write requests per app and API.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -26,6 +26,10 @@ pub struct SimStats {
     /// TLS handshakes completed (0 without TLS).
     #[serde(default)]
     pub tls_handshakes: u64,
+    /// Well-formed write requests (set, update, delete) to a known app, whatever their
+    /// answer.
+    #[serde(default)]
+    pub writes_total: u64,
     /// Per app, keyed by SDKAppID in decimal.
     pub apps: BTreeMap<String, AppStats>,
 }
@@ -37,6 +41,10 @@ pub struct AppStats {
     pub max_requests_in_any_second: u64,
     /// Requests answered 60011.
     pub rate_limited: u64,
+    /// Well-formed write requests by API (`room_config/update_callback`), whatever their
+    /// answer; empty when nothing was asked to change.
+    #[serde(default)]
+    pub writes: BTreeMap<String, u64>,
 }
 
 /// Arrival times of the trailing second, and the largest count ever seen in it.
@@ -72,6 +80,7 @@ pub(super) struct Totals {
     window: RateWindow,
     connections: u64,
     tls_handshakes: u64,
+    writes: u64,
 }
 
 /// One app's counters.
@@ -80,6 +89,7 @@ pub(super) struct AppCounts {
     requests: u64,
     rate_limited: u64,
     window: RateWindow,
+    writes: BTreeMap<String, u64>,
 }
 
 impl AppCounts {
@@ -99,6 +109,7 @@ impl Simulator {
             max_requests_in_any_second: st.totals.window.max,
             connections_accepted: st.totals.connections,
             tls_handshakes: st.totals.tls_handshakes,
+            writes_total: st.totals.writes,
             apps: st
                 .apps
                 .iter()
@@ -107,6 +118,7 @@ impl Simulator {
                         requests: app.counts.requests,
                         max_requests_in_any_second: app.counts.window.max,
                         rate_limited: app.counts.rate_limited,
+                        writes: app.counts.writes.clone(),
                     };
                     (id.to_string(), stats)
                 })
@@ -124,6 +136,17 @@ impl Simulator {
         let app = st.apps.get_mut(&sdkappid?)?;
         app.counts.requests += 1;
         Some(app.counts.window.record(now))
+    }
+
+    /// Counts a well-formed write request (`family/api`, e.g. `call_config/set_callback`)
+    /// to a known app.
+    pub(super) fn record_write(&self, sdkappid: u64, api: String) {
+        let mut st = self.lock();
+        let Some(app) = st.apps.get_mut(&sdkappid) else {
+            return;
+        };
+        *app.counts.writes.entry(api).or_default() += 1;
+        st.totals.writes += 1;
     }
 
     /// Counts a request refused as not well formed.

@@ -194,11 +194,6 @@ pub fn decode_get_callback(body: &[u8]) -> (Result<Observed, PollError>, Option<
             request_id,
         );
     };
-    let answer = || ApiAnswer {
-        code,
-        info: envelope.error_info.unwrap_or_default(),
-        request_id: request_id.clone(),
-    };
     let result = match code {
         0 => match envelope.response {
             Some(CallbackBody {
@@ -213,11 +208,45 @@ pub fn decode_get_callback(body: &[u8]) -> (Result<Observed, PollError>, Option<
             )),
         },
         CODE_NO_CONFIG => Ok(Observed::Absent),
-        c if RATE_LIMITED.contains(&c) => Err(PollError::RateLimited(answer())),
-        c if AUTH.contains(&c) || USERSIG_EXPIRED.contains(&c) => Err(PollError::Auth(answer())),
-        c if TRANSIENT.contains(&c) => Err(PollError::Transient(answer())),
-        c if CLIENT_BUG.contains(&c) => Err(PollError::ClientBug(answer())),
-        _ => Err(PollError::Api(answer())),
+        _ => Err(refusal(ApiAnswer {
+            code,
+            info: envelope.error_info.unwrap_or_default(),
+            request_id: request_id.clone(),
+        })),
+    };
+    (result, request_id)
+}
+
+/// A non-zero ErrorCode as the failure it is.
+fn refusal(answer: ApiAnswer) -> PollError {
+    match answer.code {
+        c if RATE_LIMITED.contains(&c) => PollError::RateLimited(answer),
+        c if AUTH.contains(&c) || USERSIG_EXPIRED.contains(&c) => PollError::Auth(answer),
+        c if TRANSIENT.contains(&c) => PollError::Transient(answer),
+        c if CLIENT_BUG.contains(&c) => PollError::ClientBug(answer),
+        _ => PollError::Api(answer),
+    }
+}
+
+/// Decodes the answer of a `set_callback`, `update_callback` or `delete_callback`: `Ok`
+/// for ErrorCode 0; any other code, 100300 and 100301 included, is the gateway's refusal.
+pub fn decode_write(body: &[u8]) -> (Result<(), PollError>, Option<String>) {
+    let envelope: Envelope = match serde_json::from_slice(body) {
+        Ok(e) => e,
+        Err(e) => {
+            let what = format!("not the expected JSON ({e}), {} bytes", body.len());
+            return (Err(PollError::Decode(what)), None);
+        }
+    };
+    let request_id = envelope.request_id;
+    let result = match envelope.error_code {
+        None => Err(PollError::Decode("no ErrorCode in the answer".to_owned())),
+        Some(0) => Ok(()),
+        Some(code) => Err(refusal(ApiAnswer {
+            code,
+            info: envelope.error_info.unwrap_or_default(),
+            request_id: request_id.clone(),
+        })),
     };
     (result, request_id)
 }
@@ -298,6 +327,30 @@ mod tests {
             "authentication failed: ErrorCode 70009 (bad sig) RequestId Id-1"
         );
         assert_eq!(e.metric_reason(), "auth");
+    }
+
+    #[test]
+    fn write_answers_keep_every_code_as_a_refusal() {
+        let (ok, id) = decode_write(
+            br#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","RequestId":"w-1"}"#,
+        );
+        assert_eq!((ok, id.as_deref()), (Ok(()), Some("w-1")));
+        for (body, kind, code) in [
+            (
+                r#"{"ErrorCode":100300,"RequestId":"w-2"}"#,
+                "api_error",
+                100_300,
+            ),
+            (r#"{"ErrorCode":100301}"#, "api_error", 100_301),
+            (r#"{"ErrorCode":60011}"#, "rate_limited", 60011),
+            (r#"{"ErrorCode":70001}"#, "auth", 70001),
+            (r#"{"ErrorCode":100002}"#, "client_bug", 100_002),
+            (r#"{"ActionStatus":"OK"}"#, "decode", -1),
+            ("<html>", "decode", -1),
+        ] {
+            let e = decode_write(body.as_bytes()).0.expect_err(body);
+            assert_eq!((e.kind(), e.error_code()), (kind, code), "{body}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The REST gateway client: `get_callback` of the target's product family
 //! (`v4/{call,room,live}_config/get_callback`) for one target, with UserSig handling,
-//! retries, the rate limiter, a capped body and lenient decoding.
+//! retries, the rate limiter, a capped body and lenient decoding; and its writes
+//! (`write.rs`: set, update, delete, never retried).
 //!
 //! **Invariant:** every HTTP attempt, retries included, first passes
 //! [`RateLimits::acquire`]; a poll reports an authoritative answer only for ErrorCode 0
@@ -11,6 +12,7 @@ mod deadlines;
 mod target;
 pub mod transport;
 pub mod usersig;
+mod write;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -26,11 +28,14 @@ use crate::config::Config;
 use crate::drift::Observed;
 use crate::ratelimit::RateLimits;
 use answer::USERSIG_EXPIRED;
-pub use answer::{ApiAnswer, CODE_NO_CONFIG, PollError, PollOutcome, decode_get_callback};
+pub use answer::{
+    ApiAnswer, CODE_NO_CONFIG, PollError, PollOutcome, decode_get_callback, decode_write,
+};
 use deadlines::Deadlines;
 pub use target::{BaseUrls, Target, targets};
 #[cfg(not(feature = "reqwest-transport"))]
 use transport::Http;
+pub use write::{CODE_CONFIG_EXISTS, WriteApi, WriteError, WriteOutcome, Written};
 // The benchmark's comparison with reqwest (`--features reqwest-transport`).
 #[cfg(feature = "reqwest-transport")]
 use transport::reqwest_http::Http;
@@ -193,11 +198,14 @@ fn backoff(base: Duration, retry: u32, jitter: f64) -> Duration {
     Duration::try_from_secs_f64(full.as_secs_f64() * jitter).unwrap_or(full)
 }
 
-/// What one HTTP attempt produced.
-struct Attempt {
-    result: Result<Observed, PollError>,
+/// What one HTTP attempt produced: an observation (reads) or `()` (writes).
+struct Attempt<T> {
+    result: Result<T, PollError>,
     request_id: Option<String>,
 }
+
+/// How an API's answer body is decoded.
+type Decode<T> = fn(&[u8]) -> (Result<T, PollError>, Option<String>);
 
 impl Client {
     pub fn new(
@@ -312,10 +320,27 @@ impl Client {
         }
     }
 
-    /// One HTTP exchange for a call that passed the limiter at `passed`.
-    async fn attempt(&self, target: &Target, passed: Instant) -> Attempt {
+    /// One `get_callback` exchange for a call that passed the limiter at `passed`.
+    async fn attempt(&self, target: &Target, passed: Instant) -> Attempt<Observed> {
+        let request = Request {
+            api: "get_callback",
+            body: Bytes::from_static(b"{}"),
+            resend: transport::Resend::Unanswered,
+            decode: decode_get_callback,
+        };
+        self.exchange(target, passed, request).await
+    }
+
+    /// One HTTP exchange of `request` for a call that passed the limiter at `passed`,
+    /// counted for metrics and failover.
+    async fn exchange<T>(
+        &self,
+        target: &Target,
+        passed: Instant,
+        request: Request<T>,
+    ) -> Attempt<T> {
         let base = self.base_url(target);
-        let path = request_path(target, self.clock.unix_secs());
+        let path = request_path(target, request.api, self.clock.unix_secs());
         let started = Instant::now();
         // A call that waited for a new connection leaves later than it passed.
         let sent_late = || self.limits.sent_late(target.key.sdkappid, passed);
@@ -324,9 +349,10 @@ impl Client {
             base,
             &path,
             &REQUEST_HEADERS,
-            Bytes::from_static(b"{}"),
+            request.body,
             MAX_BODY_BYTES,
             &sent_late,
+            request.resend,
         ));
         let deadline = self.deadlines.after(self.settings.timeout);
         let outcome = tokio::select! {
@@ -335,7 +361,7 @@ impl Client {
             _ = deadline.cancelled() => Err(()),
         };
         let elapsed = started.elapsed();
-        let attempt = classify(outcome, self.settings.timeout);
+        let attempt = classify(outcome, self.settings.timeout, request.decode);
         self.note_transport(
             target,
             base,
@@ -348,18 +374,29 @@ impl Client {
     }
 }
 
-/// The `get_callback` request path of the target's product family, with its query.
+/// One API call: its name under the product's family, its body, whether a request that
+/// met a closing connection may go again, and how its answer decodes.
+struct Request<T> {
+    api: &'static str,
+    body: Bytes,
+    resend: transport::Resend,
+    decode: Decode<T>,
+}
+
+/// The request path of `api` in the target's product family, with its query.
 /// Written out rather than with a query
 /// serializer, into one allocation: the values are digits, the UserSig alphabet (letters,
 /// digits, `*`, `-`, `_`, all safe in a query) and the identifier, which is encoded. URL
 /// handling was a fifth of a poll's CPU.
-fn request_path(target: &Target, now_unix: u64) -> String {
+fn request_path(target: &Target, api: &str, now_unix: u64) -> String {
     let usersig = target.usersig.get(now_unix);
     let random: u32 = rand::rng().random();
     let mut path = String::with_capacity(usersig.expose().len() + 160);
     path.push_str("/v4/");
     path.push_str(target.key.product.api_family());
-    path.push_str("/get_callback?sdkappid=");
+    path.push('/');
+    path.push_str(api);
+    path.push_str("?sdkappid=");
     path.push_str(&target.key.sdkappid.to_string());
     path.push_str("&identifier=");
     path.extend(url::form_urlencoded::byte_serialize(
@@ -374,10 +411,11 @@ fn request_path(target: &Target, now_unix: u64) -> String {
 }
 
 /// What one exchange (or its deadline) amounts to.
-fn classify(
+fn classify<T>(
     outcome: Result<Result<transport::Answer, transport::Error>, ()>,
     timeout: Duration,
-) -> Attempt {
+    decode: Decode<T>,
+) -> Attempt<T> {
     match outcome {
         Err(_) => Attempt {
             result: Err(PollError::Timeout(timeout)),
@@ -416,7 +454,7 @@ fn classify(
         Ok(Ok(transport::Answer {
             body: Some(body), ..
         })) => {
-            let (result, request_id) = decode_get_callback(&body);
+            let (result, request_id) = decode(&body);
             Attempt { result, request_id }
         }
     }
@@ -449,7 +487,7 @@ mod tests {
                 usersig: usersig.clone(),
                 expect: crate::drift::Expected::default_for(product),
             };
-            let path = request_path(&target, 1_700_000_000);
+            let path = request_path(&target, "get_callback", 1_700_000_000);
             assert!(path.starts_with(family), "{path}");
             assert!(
                 path.contains("?sdkappid=1400000001&identifier=admin+istrator&usersig="),

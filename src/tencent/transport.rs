@@ -224,6 +224,17 @@ impl Error {
     }
 }
 
+/// When a request that met a closed keep-alive connection goes once more on a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// When it came back unsent, or went out and met the connection's end before any of
+    /// its answer (a read: sending it again changes nothing).
+    Unanswered,
+    /// Only when it came back unsent: a write that went out may have been carried out,
+    /// so it is never sent twice.
+    Unsent,
+}
+
 /// A response: status and body, or `None` for a body over the limit.
 pub struct Answer {
     pub status: StatusCode,
@@ -361,7 +372,9 @@ impl Http {
     /// close_notify). A balancer closing an idle or spent connection does that, and far
     /// away its close and our request cross; the server handled nothing, so sending the
     /// request again is not a second call. A reset is not retried: a server that read the
-    /// request and dropped it (the simulator's `reset` fault) may have counted it.
+    /// request and dropped it (the simulator's `reset` fault) may have counted it. With
+    /// [`Resend::Unsent`] (writes) only a request that came back unsent goes again.
+    #[allow(clippy::too_many_arguments)]
     pub async fn post(
         &self,
         base: &str,
@@ -370,6 +383,7 @@ impl Http {
         body: Bytes,
         limit: usize,
         connected: &(dyn Fn() + Sync),
+        resend: Resend,
     ) -> Result<Answer, Error> {
         let destination = self.destination(base)?;
         let uri = match destination.forward {
@@ -388,7 +402,8 @@ impl Http {
             Ok(response) => response,
             Err(mut failed) => {
                 let unsent = failed.take_message();
-                if unsent.is_none() && !(reused && ended_before_answer(failed.error())) {
+                let resend_sent = resend == Resend::Unanswered && reused;
+                if unsent.is_none() && !(resend_sent && ended_before_answer(failed.error())) {
                     return Err(Error::Request(failed.into_error()));
                 }
                 tracing::debug!(error = %failed.error(), "gateway connection closed under a request; sending it on a new one");
@@ -566,7 +581,15 @@ mod tests {
 
     async fn post(http: &Http, base: &str) -> String {
         let answer = http
-            .post(base, "/x?y=1", &[], Bytes::from_static(b"{}"), 1024, &|| {})
+            .post(
+                base,
+                "/x?y=1",
+                &[],
+                Bytes::from_static(b"{}"),
+                1024,
+                &|| {},
+                Resend::Unanswered,
+            )
             .await
             .expect("answer");
         assert_eq!(answer.status, StatusCode::OK);
@@ -654,7 +677,15 @@ mod tests {
         let (base, accepted) = server(Mode::KeepAlive).await;
         let http = http();
         let answer = http
-            .post(&base, "/x", &[], Bytes::from_static(b"{}"), 3, &|| {})
+            .post(
+                &base,
+                "/x",
+                &[],
+                Bytes::from_static(b"{}"),
+                3,
+                &|| {},
+                Resend::Unanswered,
+            )
             .await
             .expect("answer");
         assert!(answer.body.is_none());
@@ -679,6 +710,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_write_that_met_the_close_after_it_went_out_is_not_sent_again() {
+        let (base, accepted) = server(Mode::CloseOnRequestAfter(2)).await;
+        let http = http();
+        for n in 0..2 {
+            assert_eq!(post(&http, &base).await, format!("{{\"n\":{n}}}"));
+        }
+        // The third request goes out on the reused connection, whose server reads it and
+        // closes: a read would go again, a write must not.
+        let lost = http
+            .post(
+                &base,
+                "/x",
+                &[],
+                Bytes::from_static(b"{}"),
+                1024,
+                &|| {},
+                Resend::Unsent,
+            )
+            .await;
+        assert!(matches!(lost, Err(Error::Request(_))));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "not sent again");
+    }
+
+    #[tokio::test]
     async fn the_caller_hears_of_each_request_that_waited_for_a_new_connection() {
         let (base, _) = server(Mode::CloseOnRequestAfter(2)).await;
         let http = http();
@@ -688,9 +743,17 @@ mod tests {
         };
         let mut heard = Vec::new();
         for _ in 0..6 {
-            http.post(&base, "/x", &[], Bytes::from_static(b"{}"), 1024, &count)
-                .await
-                .expect("answer");
+            http.post(
+                &base,
+                "/x",
+                &[],
+                Bytes::from_static(b"{}"),
+                1024,
+                &count,
+                Resend::Unanswered,
+            )
+            .await
+            .expect("answer");
             heard.push(connected.load(Ordering::SeqCst));
         }
         // New, reused, met the close and sent on a new one, reused, the same again.
@@ -703,14 +766,30 @@ mod tests {
         let http = http();
         assert_eq!(post(&http, &base).await, "{\"n\":0}");
         let reset = http
-            .post(&base, "/x", &[], Bytes::from_static(b"{}"), 1024, &|| {})
+            .post(
+                &base,
+                "/x",
+                &[],
+                Bytes::from_static(b"{}"),
+                1024,
+                &|| {},
+                Resend::Unanswered,
+            )
             .await;
         assert!(matches!(reset, Err(Error::Request(_))));
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "not sent again");
 
         let (base, accepted) = server(Mode::CloseOnRequestAfter(0)).await;
         let closed = http
-            .post(&base, "/x", &[], Bytes::from_static(b"{}"), 1024, &|| {})
+            .post(
+                &base,
+                "/x",
+                &[],
+                Bytes::from_static(b"{}"),
+                1024,
+                &|| {},
+                Resend::Unanswered,
+            )
             .await;
         assert!(matches!(closed, Err(Error::Request(e)) if e.is_incomplete_message()));
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "not sent again");

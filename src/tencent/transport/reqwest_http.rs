@@ -55,6 +55,7 @@ impl Http {
     /// As [`super::Http::post`]; a closed keep-alive connection is reqwest's to replace.
     /// reqwest says nothing of the connection a request went out on, so `connected` is
     /// never called: a request that waited for a new one counts from when it was decided.
+    #[allow(clippy::too_many_arguments)]
     pub async fn post(
         &self,
         base: &str,
@@ -63,6 +64,8 @@ impl Http {
         body: Bytes,
         limit: usize,
         _connected: &(dyn Fn() + Sync),
+        // reqwest's pool sends again only requests that never went out.
+        _resend: super::Resend,
     ) -> Result<Answer, Error> {
         let mut request = self.client.post(format!("{base}{path_and_query}"));
         for (name, value) in headers {
