@@ -290,9 +290,11 @@ mod tests {
         Seen::Drift { fingerprint, write }
     }
 
-    /// Runs `steps` (what was seen, whether the caller wrote, the verdict wanted) on one
-    /// target, one poll a minute.
-    fn run(mode: RemediateMode, steps: &[(Seen<&'static str>, bool, Verdict)]) {
+    /// What was seen, whether the caller wrote, the verdict wanted.
+    type Step = (Seen<&'static str>, bool, Verdict);
+
+    /// Runs `steps` on one target, one poll a minute.
+    fn run(mode: RemediateMode, steps: &[Step]) {
         let (mut guard, limits, k) = (Guard::default(), limits(mode), key("a"));
         for (i, (seen, wrote, want)) in steps.iter().enumerate() {
             let now = 1000.0 + 60.0 * i as f64;
@@ -308,7 +310,7 @@ mod tests {
     fn streaks_count_the_same_drift_only() {
         use Verdict::*;
         let w1 = Waiting { streak: 1 };
-        let cases: Vec<(&str, Vec<(Seen<&'static str>, bool, Verdict)>)> = vec![
+        let cases: Vec<(&str, Vec<Step>)> = vec![
             (
                 "acts on the second sighting",
                 vec![(drift(1, "set"), false, w1), (drift(1, "set"), false, Act)],

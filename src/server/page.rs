@@ -102,7 +102,10 @@ fn target_row(html: &mut String, t: &TargetReport) {
         (Some(e), None) => format!("<br><small>{}</small>", escape(e)),
         _ => String::new(),
     };
-    let findings: Vec<String> = t.findings.iter().map(|f| escape(&f.to_string())).collect();
+    let mut findings: Vec<String> = t.findings.iter().map(|f| escape(&f.to_string())).collect();
+    if let Some(r) = &t.remediation {
+        findings.push(remediation_note(r));
+    }
     let changes = match (t.changes, t.last_change) {
         (Some(n), Some(at)) => format!("{n}<br><small>last {}</small>", timestamp(at)),
         (Some(n), None) => n.to_string(),
@@ -128,6 +131,60 @@ fn target_row(html: &mut String, t: &TargetReport) {
         escape(&endpoint_cell(t.endpoint.as_ref())),
         t.last_poll.map_or_else(|| "not yet".to_owned(), timestamp),
     );
+}
+
+/// What `remediate:` plans or did, under the findings: the planned write, how close it
+/// is, a block or pause, and the last write.
+fn remediation_note(r: &crate::report::RemediationReport) -> String {
+    let mut note = match (r.action.as_str(), r.state.as_str()) {
+        ("none", _) => String::new(),
+        ("unmanaged", _) => format!(
+            "not written: unmanaged ({})",
+            r.reason.as_deref().unwrap_or("")
+        ),
+        (action, "waiting") => format!(
+            "planned: {action} (drift seen {} of {} times)",
+            r.streak, r.after
+        ),
+        (action, _) => format!("planned: {action}"),
+    };
+    if let Some(d) = r.desired.as_ref().filter(|_| r.action != "none") {
+        note.push_str(&format!(" → {d}"));
+    }
+    let held = if r.blocked {
+        Some("blocked")
+    } else if r.paused {
+        Some("paused")
+    } else {
+        None
+    };
+    if let Some(held) = held {
+        let until = r
+            .until
+            .map_or_else(String::new, |t| format!(" until {}", timestamp(t)));
+        note.push_str(&format!(
+            "; {held}{until} ({} writes in the window)",
+            r.writes_in_window
+        ));
+    }
+    if let Some(last) = &r.last {
+        let id = last
+            .request_id
+            .as_deref()
+            .map_or_else(String::new, |id| format!(" RequestId {id}"));
+        note.push_str(&format!(
+            "; last: {} {} {}{id}",
+            last.action,
+            last.result,
+            timestamp(last.at)
+        ));
+    }
+    format!(
+        "<small class=\"remediation\" data-mode=\"{}\">remediation ({}): {}</small>",
+        escape(&r.mode),
+        escape(&r.mode),
+        escape(note.trim_start_matches("; "))
+    )
 }
 
 /// The endpoint column: `up` or `down (reason)`, and the certificate's days left.
