@@ -197,7 +197,7 @@ async fn unmanaged_drifted_targets_are_never_written() {
 }
 
 #[tokio::test]
-async fn a_target_changed_back_after_every_fix_is_blocked_and_stays_blocked_after_a_restart() {
+async fn a_target_changed_back_after_every_fix_is_blocked_across_a_restart_until_a_reload() {
     let sim = Sim::start(vec![app(1, Some(drifted()))]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = format!(
@@ -247,6 +247,13 @@ async fn a_target_changed_back_after_every_fix_is_blocked_and_stays_blocked_afte
     );
     polls_pass(&sim, 1, 5).await;
     assert_eq!(writes(&sim, 1), 2, "still blocked after the restart");
+
+    // A reload lifts the block: the operator has looked at the config.
+    d.reload.reload().await.expect("reload");
+    wait_until(WAIT, "written again after the reload", || async {
+        writes(&sim, 1) > 2
+    })
+    .await;
     fighter.abort();
 }
 

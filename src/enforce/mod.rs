@@ -384,3 +384,81 @@ impl Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::drift::Observed;
+
+    const CONFIG: &str = "remediate:\n  mode: enforce\n  after: 1\napps:\n  - name: a\n    sdkappid: 1400000001\n    regions: [singapore]\n    secret_key_env: K\n    expect:\n      url: https://h/cb\n      commands: [Call.CallbackAfterEndCall]\n";
+
+    fn enforcer() -> (Enforcer, Config, Target) {
+        let (config, _) = crate::config::parse(CONFIG, "c.yaml", Path::new("/")).expect("valid");
+        let (secrets, _) =
+            crate::config::resolve_secrets(&config, &|_| Some("k".into())).expect("secrets");
+        let targets = crate::tencent::targets(&config, &secrets);
+        let metrics = Arc::new(Metrics::new("test", "test"));
+        let clock: Arc<dyn Clock> = Arc::new(FixedClock::at_unix(1_800_000_000));
+        let status = Arc::new(Status::new(metrics.clone(), clock.clone()));
+        status.apply_targets(&targets, &BTreeMap::new());
+        let enforcer = Enforcer::new(&config, SavedWrites::default(), status, metrics, clock);
+        (enforcer, config, targets[0].clone())
+    }
+
+    /// The config is absent: a set would repair it.
+    fn absent() -> PollOutcome {
+        PollOutcome {
+            result: Ok(Observed::Absent),
+            request_id: None,
+            attempts: 1,
+        }
+    }
+
+    fn writes(step: &Step) -> bool {
+        matches!(step, Step::Write(Write::Set(_)))
+    }
+
+    #[test]
+    fn nothing_is_written_while_a_reload_is_pending_or_for_a_poll_of_an_earlier_config() {
+        let (enforcer, config, target) = enforcer();
+        let now = 1_800_000_000.0;
+        enforcer.reload_started();
+        let (step, _) = enforcer.decide(&target, &absent(), 0, now);
+        assert!(!writes(&step), "a reload is pending");
+        enforcer.reload_failed();
+        enforcer.reloaded(&config);
+        assert_eq!(enforcer.generation(), 1);
+        let (step, _) = enforcer.decide(&target, &absent(), 0, now);
+        assert!(!writes(&step), "dispatched under the replaced config");
+        let (step, _) = enforcer.decide(&target, &absent(), 1, now);
+        assert!(writes(&step), "the current config's poll acts");
+        assert_eq!(
+            enforcer.saved().total,
+            vec![now],
+            "counted before it goes out"
+        );
+        let report = enforcer.status.remediation(&target.key).expect("shown");
+        assert_eq!(
+            (report.action.as_str(), report.writes_in_window),
+            ("set", 1)
+        );
+    }
+
+    #[test]
+    fn a_failed_poll_is_never_acted_on() {
+        let (enforcer, _, target) = enforcer();
+        let failed = PollOutcome {
+            result: Err(crate::tencent::PollError::HttpStatus { status: 502 }),
+            request_id: None,
+            attempts: 1,
+        };
+        for _ in 0..3 {
+            let (step, _) = enforcer.decide(&target, &failed, 0, 1_800_000_000.0);
+            assert!(matches!(step, Step::Nothing));
+        }
+        assert!(enforcer.saved().is_empty());
+    }
+}
