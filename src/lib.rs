@@ -9,6 +9,7 @@
 //! - [`daemon`]: `calldrift run`: scheduler, server, state file and reloads wired together.
 //! - [`drift`]: the pure core: expected vs observed configuration, findings, fingerprint.
 //! - [`metrics`]: every Prometheus metric, registered once.
+//! - [`plan`]: `calldrift plan` and `apply`: the writes that restore the expectations.
 //! - [`probe`]: callback endpoint health: DNS, TLS handshake and certificate expiry.
 //! - [`product`]: TUICallKit, TUIRoomKit and TUILiveKit: API families and command words.
 //! - [`ratelimit`]: the global and per-app limits every gateway call passes.
@@ -44,6 +45,7 @@ pub mod daemon;
 pub mod drift;
 pub mod enforce;
 pub mod metrics;
+pub mod plan;
 pub mod probe;
 pub mod product;
 pub mod ratelimit;

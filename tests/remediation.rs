@@ -183,3 +183,321 @@ async fn a_delete_of_nothing_is_already_absent_and_call_is_set_not_updated() {
     );
     sim.assert_no_malformed();
 }
+
+const OLD_CALL: &str = "http://old.example.com/cb?token=s3cr3t-old";
+const LIVE_URL_OLD: &str = "https://old.example.com/live?sig=s3cr3t-live";
+
+/// Runs the binary with `args` off the runtime the simulator runs on.
+async fn calldrift(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_calldrift"))
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run calldrift")
+    })
+    .await
+    .expect("join")
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Nothing secret in `output`: no key, no UserSig, no URL token.
+fn assert_no_secret(output: &str) {
+    for sdkappid in 1..=6 {
+        assert!(!output.contains(&key_for(sdkappid)), "a key in:\n{output}");
+    }
+    for secret in ["s3cr3t", "usersig=", "sig=eJ"] {
+        assert!(!output.contains(secret), "{secret} in:\n{output}");
+    }
+}
+
+/// A fleet with one target of each kind: clean; a drifted managed call; a drifted
+/// unmanaged one; a config that should not exist; room and live configs to update; a
+/// room config to create.
+async fn mixed_fleet() -> (Sim, tempfile::TempDir, String) {
+    let old_room = CallbackConfig::new("https://old.example.com/room", &[DESTROYED]);
+    let old_live = CallbackConfig::new(LIVE_URL_OLD, &[LIVE_CREATED]);
+    let sim = Sim::start(vec![
+        app(1, clean()),
+        app(2, Some(CallbackConfig::new(OLD_CALL, &[START, MEMBER]))),
+        app(3, Some(CallbackConfig::new(OLD_CALL, &[START, END]))),
+        app(4, clean()),
+        app_with_products(5, None, Some(old_room), Some(old_live)),
+        app_with_products(6, None, None, None),
+    ])
+    .await;
+    let exact = format!("    expect:\n      url: {GOOD_URL}\n");
+    let apps = [
+        app_yaml("clean", 1, &exact),
+        app_yaml("drifted", 2, &exact),
+        app_yaml(
+            "loose",
+            3,
+            "    expect:\n      url_prefix: https://hooks.example.com/\n",
+        ),
+        app_yaml("gone", 4, "    expect:\n      present: false\n"),
+        app_yaml(
+            "rooms",
+            5,
+            &format!(
+                "    products: [room, live]\n    expect:\n      url: \"{ROOM_URL}\"\n      room:\n        commands: [{ROOM_CREATED}]\n      live:\n        commands: [{LIVE_CREATED}]\n"
+            ),
+        ),
+        room_app_named("newroom", 6),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, config_yaml(&sim, "", &apps)).expect("write");
+    let path = path.to_str().expect("utf8").to_owned();
+    (sim, dir, path)
+}
+
+fn room_app_named(name: &str, sdkappid: u64) -> String {
+    room_app(sdkappid).replacen("name: r\n", &format!("name: {name}\n"), 1)
+}
+
+#[tokio::test]
+async fn plan_lists_each_action_writes_nothing_and_exits_two() {
+    let (sim, _dir, path) = mixed_fleet().await;
+    let out = calldrift(&["plan", "-c", &path, "--format", "json"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_no_secret(&text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        json["summary"],
+        serde_json::json!({"targets": 7, "changes": 5, "unmanaged": 1, "errors": 0})
+    );
+    let rows: Vec<(String, String, String, String)> = json["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| {
+            let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+            (
+                s(&t["app"]),
+                s(&t["product"]),
+                s(&t["action"]),
+                s(&t["reason"]),
+            )
+        })
+        .collect();
+    let want = [
+        ("clean", "call", "none", "-"),
+        ("drifted", "call", "set", "-"),
+        ("loose", "call", "unmanaged", "url_prefix_only"),
+        ("gone", "call", "delete", "-"),
+        ("rooms", "room", "update", "-"),
+        ("rooms", "live", "update", "-"),
+        ("newroom", "room", "set", "-"),
+    ];
+    let want: Vec<(String, String, String, String)> = want
+        .iter()
+        .map(|(a, p, x, r)| ((*a).into(), (*p).into(), (*x).into(), (*r).into()))
+        .collect();
+    assert_eq!(rows, want);
+    let drifted = &json["targets"][1];
+    assert_eq!(drifted["sdkappid"], 2);
+    assert_eq!(drifted["region"], "sim");
+    assert_eq!(
+        drifted["current"],
+        serde_json::json!({"present": true, "url": "http://old.example.com/cb?token=REDACTED", "commands": [START, MEMBER]})
+    );
+    assert_eq!(
+        drifted["desired"],
+        serde_json::json!({"present": true, "url": GOOD_URL, "commands": [START, END]})
+    );
+    assert_eq!(json["targets"][3]["desired"]["present"], false);
+    assert_eq!(
+        json["targets"][4]["desired"]["url"],
+        "https://hooks.example.com/room?token=REDACTED"
+    );
+    assert_eq!(json["targets"][0]["desired"], serde_json::Value::Null);
+
+    let out = calldrift(&["plan", "-c", &path]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_no_secret(&shown);
+    for line in [
+        "clean (1, sim, call): none",
+        &format!(
+            "drifted (2, sim, call): set url http://old.example.com/cb?token=REDACTED -> {GOOD_URL}, commands +{END} -{MEMBER}"
+        ),
+        "loose (3, sim, call): unmanaged (url_prefix_only): ",
+        &format!("gone (4, sim, call): delete {GOOD_URL} [{START}, {END}] -> absent"),
+        "rooms (5, sim, room): update url https://old.example.com/room -> https://hooks.example.com/room?token=REDACTED, commands +Room.CallbackAfterCreateRoom",
+        "rooms (5, sim, live): update url https://old.example.com/live?sig=REDACTED -> https://hooks.example.com/room?token=REDACTED",
+        "newroom (6, sim, room): set absent -> https://hooks.example.com/room?token=REDACTED [Room.CallbackAfterCreateRoom]",
+        "7 targets: 5 changes planned, 1 unmanaged, 0 errors",
+    ] {
+        assert!(
+            shown.lines().any(|l| l.starts_with(line)),
+            "no line {line:?} in:\n{shown}"
+        );
+    }
+    assert_eq!(sim.stats().writes_total, 0, "plan writes nothing");
+    sim.assert_no_malformed();
+}
+
+#[tokio::test]
+async fn apply_needs_yes_without_a_terminal_then_writes_exactly_the_plan() {
+    let (sim, _dir, path) = mixed_fleet().await;
+    let refused = calldrift(&["apply", "-c", &path]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(text(&refused).contains("refusing to write without --yes"));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("drifted (2, sim, call): set"));
+    assert_eq!(sim.stats().writes_total, 0, "a refusal writes nothing");
+
+    let applied = calldrift(&["apply", "-c", &path, "--yes"]).await;
+    let shown = text(&applied);
+    assert_eq!(applied.status.code(), Some(0), "{shown}");
+    assert_no_secret(&shown);
+    assert!(
+        shown.contains("5 writes: 5 applied and verified, 0 failed"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("drifted (2, sim, call): set applied (RequestId Id-"),
+        "{shown}"
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.writes_total, 5);
+    let one = |api: &str| vec![(api.to_owned(), 1)];
+    assert_eq!(writes(&sim, 1), []);
+    assert_eq!(writes(&sim, 2), one("call_config/set_callback"));
+    assert_eq!(writes(&sim, 3), [], "unmanaged: never written");
+    assert_eq!(writes(&sim, 4), one("call_config/delete_callback"));
+    assert_eq!(
+        writes(&sim, 5),
+        [
+            ("live_config/update_callback".to_owned(), 1),
+            ("room_config/update_callback".to_owned(), 1)
+        ]
+    );
+    assert_eq!(writes(&sim, 6), one("room_config/set_callback"));
+    assert_eq!(sim.sim.callback(2), Some(clean()));
+    assert_eq!(sim.sim.callback(4), Some(None));
+    // Room's other words are allowed (no extra_commands: drift), so they stay.
+    assert_eq!(
+        sim.sim.product_callback(5, Product::Room),
+        Some(Some(CallbackConfig::new(
+            ROOM_URL,
+            &[ROOM_CREATED, DESTROYED]
+        )))
+    );
+    assert_eq!(
+        sim.sim.product_callback(6, Product::Room),
+        Some(Some(CallbackConfig::new(ROOM_URL, &[ROOM_CREATED])))
+    );
+    assert_eq!(
+        sim.sim.product_callback(5, Product::Live),
+        Some(Some(CallbackConfig::new(ROOM_URL, &[LIVE_CREATED])))
+    );
+
+    let mut args = vec!["check", "-c", &path];
+    for name in ["clean", "drifted", "gone", "rooms", "newroom"] {
+        args.extend(["--app", name]);
+    }
+    let check = calldrift(&args).await;
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    // Only the unmanaged drift is left: nothing to plan.
+    let again = calldrift(&["plan", "-c", &path]).await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(sim.stats().writes_total, 5);
+    sim.assert_no_malformed();
+}
+
+#[tokio::test]
+async fn plan_on_a_clean_fleet_exits_zero_and_apply_has_nothing_to_do() {
+    let sim = Sim::start(vec![app(1, clean())]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.yaml");
+    let exact = format!("    expect:\n      url: {GOOD_URL}\n");
+    std::fs::write(&path, config_yaml(&sim, "", &[app_yaml("a", 1, &exact)])).expect("write");
+    let path = path.to_str().expect("utf8");
+    let plan = calldrift(&["plan", "-c", path]).await;
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    assert!(text(&plan).contains("1 target: 0 changes planned, 0 unmanaged, 0 errors"));
+    let apply = calldrift(&["apply", "-c", path]).await;
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+    assert!(text(&apply).contains("nothing to apply"));
+    let unknown = calldrift(&["plan", "-c", path, "--app", "nope"]).await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(sim.stats().writes_total, 0);
+}
+
+#[tokio::test]
+async fn a_target_that_cannot_be_read_is_an_error_and_apply_fails() {
+    let sim = Sim::start(vec![app(1, None), app(2, None)]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.yaml");
+    let exact = format!("    expect:\n      url: {GOOD_URL}\n");
+    let apps = [
+        app_yaml("a", 1, &exact),
+        app_yaml("b", 2, &format!("{exact}    identifier: alice\n")),
+    ];
+    std::fs::write(&path, config_yaml(&sim, "", &apps)).expect("write");
+    let path = path.to_str().expect("utf8");
+    let plan = calldrift(&["plan", "-c", path, "--format", "json"]).await;
+    assert_eq!(plan.status.code(), Some(1), "{}", text(&plan));
+    let json: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("JSON");
+    assert_eq!(json["targets"][1]["action"], serde_json::Value::Null);
+    assert!(
+        json["targets"][1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("60010"))
+    );
+    assert_eq!(json["summary"]["errors"], 1);
+    let apply = calldrift(&["apply", "-c", path, "--yes"]).await;
+    assert_eq!(apply.status.code(), Some(1), "{}", text(&apply));
+    // The readable target was still restored.
+    assert_eq!(sim.sim.callback(1), Some(clean()));
+    assert_eq!(sim.stats().writes_total, 1);
+}
+
+#[tokio::test]
+async fn writes_and_reads_share_the_one_rate_limit() {
+    let sim = Sim::start(vec![app(1, clean())]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = config_yaml(
+        &sim,
+        "rate_limit:\n  per_second: 20",
+        &[app_yaml("a", 1, "")],
+    );
+    let (_, loaded) = load_config(dir.path(), &yaml);
+    let client = check::client(&loaded.config, Arc::new(SystemClock)).expect("client");
+    let target = tencent::targets(&loaded.config, &loaded.secrets).remove(0);
+    let write = Write::Set(Desired {
+        url: GOOD_URL.to_owned(),
+        commands: vec![START.to_owned(), END.to_owned()],
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let (client, target, write) = (client.clone(), target.clone(), write.clone());
+        tasks.spawn(async move {
+            if i % 2 == 0 {
+                assert!(client.write(&target, &write).await.is_written());
+            } else {
+                assert!(client.get_callback(&target).await.result.is_ok());
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("task");
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.requests_total, 50);
+    assert_eq!(stats.writes_total, 25);
+    assert!(
+        stats.max_requests_in_any_second <= 20,
+        "{} in one second",
+        stats.max_requests_in_any_second
+    );
+}

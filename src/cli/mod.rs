@@ -1,12 +1,13 @@
 //! The command line (see README.md, "Command line"): argument parsing, then one function
 //! per subcommand that turns library results into output and exit codes. `serve`: `run`
-//! and `simulate`; `commands`: `check`, `validate`, `snapshot`, `usersig`; `demo`;
-//! `logging`.
+//! and `simulate`; `commands`: `check`, `validate`, `snapshot`, `usersig`; `remediation`:
+//! `plan` and `apply`; `demo`; `logging`.
 
 mod commands;
 mod demo;
 mod logging;
 mod progress;
+mod remediation;
 mod serve;
 
 use std::net::SocketAddr;
@@ -97,6 +98,39 @@ pub enum Command {
         /// HTTP request) and report it; the exit status still reflects the configuration only.
         #[arg(long)]
         endpoint: bool,
+    },
+    /// One pass, then the writes that would make every managed target match its
+    /// expectation (set, update or delete); unmanaged drifted targets are listed with the
+    /// reason. Nothing is written. Exit 0 nothing to do, 2 changes planned, 1 some target
+    /// could not be read.
+    Plan {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+        /// Only these apps (repeatable).
+        #[arg(long = "app", value_name = "NAME")]
+        apps: Vec<String>,
+        /// No progress line on stderr (there is none anyway when stderr is not a terminal).
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// The plan, shown; then, once confirmed (on a terminal) or with --yes, its writes
+    /// under the same rate limiter, each target read back. Without a terminal and without
+    /// --yes it refuses and writes nothing. Exit 0 all applied and verified clean, 1 any
+    /// failure or refusal.
+    Apply {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only these apps (repeatable).
+        #[arg(long = "app", value_name = "NAME")]
+        apps: Vec<String>,
+        /// Write without asking.
+        #[arg(long)]
+        yes: bool,
+        /// No progress line on stderr (there is none anyway when stderr is not a terminal).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Read every target once and write the config back with each app's expect: set to
     /// what was observed: a baseline to review and commit, on which `check` exits 0.
@@ -238,6 +272,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &level,
             format,
         ),
+        Command::Plan {
+            config,
+            format: report,
+            apps,
+            quiet,
+        } => remediation::plan(&config, report, apps, quiet, &level, format),
+        Command::Apply {
+            config,
+            apps,
+            yes,
+            quiet,
+        } => remediation::apply(&config, apps, yes, quiet, &level, format),
         Command::Usersig {
             sdkappid,
             identifier,
