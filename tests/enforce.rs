@@ -141,6 +141,30 @@ async fn dry_run_writes_nothing_and_shows_the_planned_write() {
     assert!(page.contains("remediation (dry-run)"), "{page}");
     assert!(page.contains("planned: set"), "{page}");
     assert!(!page.contains(TOKEN));
+
+    // A target a reload drops takes its remediation series with it.
+    let fewer = config_yaml(
+        &sim,
+        &format!("{FAST}\nremediate:\n  mode: dry-run"),
+        &[app_yaml("off", 2, "")],
+    );
+    std::fs::write(&d.config_path, fewer).expect("write config");
+    d.reload.reload().await.expect("reload");
+    let m = d.scrape().await;
+    assert_eq!(m.target("calldrift_remediations_total", "trial", &[]), None);
+    assert_eq!(
+        m.target("calldrift_remediation_blocked", "trial", &[]),
+        None
+    );
+    assert_eq!(
+        m.target(
+            "calldrift_remediations_total",
+            "off",
+            &[("result", "dry_run")]
+        ),
+        Some(0.0),
+        "an app turned on by a reload gets its series at once"
+    );
 }
 
 #[tokio::test]

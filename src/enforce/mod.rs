@@ -393,7 +393,8 @@ mod tests {
     use crate::clock::FixedClock;
     use crate::drift::Observed;
 
-    const CONFIG: &str = "remediate:\n  mode: enforce\n  after: 1\napps:\n  - name: a\n    sdkappid: 1400000001\n    regions: [singapore]\n    secret_key_env: K\n    expect:\n      url: https://h/cb\n      commands: [Call.CallbackAfterEndCall]\n";
+    /// Its region is a loopback port nothing listens on: every request fails at once.
+    const CONFIG: &str = "poll:\n  timeout: 1s\n  retries: 0\nremediate:\n  mode: enforce\n  after: 1\nregions:\n  closed: \"http://127.0.0.1:1\"\napps:\n  - name: a\n    sdkappid: 1400000001\n    regions: [closed]\n    secret_key_env: K\n    expect:\n      url: https://h/cb\n      commands: [Call.CallbackAfterEndCall]\n";
 
     fn enforcer() -> (Enforcer, Config, Target) {
         let (config, _) = crate::config::parse(CONFIG, "c.yaml", Path::new("/")).expect("valid");
@@ -445,6 +446,30 @@ mod tests {
             (report.action.as_str(), report.writes_in_window),
             ("set", 1)
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_is_counted_failed_and_not_repeated_before_a_read() {
+        let (enforcer, config, target) = enforcer();
+        let clock: Arc<dyn Clock> = Arc::new(FixedClock::at_unix(1_800_000_000));
+        let client = crate::check::client(&config, clock).expect("client");
+        assert!(enforcer.after_poll(&client, &target, &absent(), 0).await);
+        let report = enforcer.status.remediation(&target.key).expect("shown");
+        let last = report.last.expect("last write");
+        assert_eq!(
+            (last.action.as_str(), last.result.as_str()),
+            ("set", "failed")
+        );
+        assert!(last.error.is_some());
+        assert_eq!(report.writes_in_window, 1, "a failed write counts");
+        let metrics = String::from_utf8(enforcer.status.render_metrics()).expect("utf8");
+        assert!(
+            metrics.contains(r#"region="closed",sdkappid="1400000001",result="failed"} 1"#),
+            "{metrics}"
+        );
+        // The read that follows decides; it never writes again itself.
+        assert!(!enforcer.after_poll(&client, &target, &absent(), 0).await);
+        assert!(enforcer.after_poll(&client, &target, &absent(), 0).await);
     }
 
     #[test]
