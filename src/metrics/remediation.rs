@@ -50,12 +50,17 @@ impl RemediationSample {
     }
 }
 
-/// `calldrift_remediations_total` and `calldrift_remediation_blocked`.
+/// `calldrift_remediations_total` and `calldrift_remediation_blocked`, for the targets
+/// with remediation on; nothing at all when there is none.
 pub(super) fn write_remediation_families<'a, I>(out: &mut Vec<u8>, samples: I)
 where
     I: Iterator<Item = &'a TargetSample> + Clone,
 {
     let on = samples.filter(|s| s.remediation.is_some());
+    // With remediation off everywhere (the default) the scrape stays as it was.
+    if on.clone().next().is_none() {
+        return;
+    }
     family(
         out,
         "calldrift_remediations_total",
