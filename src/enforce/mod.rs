@@ -183,7 +183,7 @@ impl Enforcer {
         generation: u64,
     ) -> bool {
         let now = self.clock.unix_f64();
-        let (step, mode) = self.decide(target, outcome, generation, now);
+        let (step, limits) = self.decide(target, outcome, generation, now);
         let observed = outcome.result.as_ref().ok();
         match step {
             Step::Nothing => false,
@@ -194,9 +194,9 @@ impl Enforcer {
                     action: write.action().to_owned(),
                     result: RemediationResult::DryRun.as_str().to_owned(),
                     error: None,
-                    request_id: None,
+                    request_id: outcome.request_id.clone(),
                 };
-                self.finish(target, mode, event, RemediationResult::DryRun);
+                self.finish(target, limits, event, RemediationResult::DryRun);
                 false
             }
             Step::Write(write) => {
@@ -214,7 +214,7 @@ impl Enforcer {
                     error: written.result.as_ref().err().map(WriteError::to_string),
                     request_id: written.request_id.clone(),
                 };
-                self.finish(target, mode, event, result);
+                self.finish(target, limits, event, result);
                 true
             }
         }
@@ -239,25 +239,23 @@ impl Enforcer {
         {
             return (Step::Nothing, limits);
         }
-        let remedy = match &outcome.result {
-            Ok(observed) => Some((
-                remedy::decide(key.product, &target.expect, observed),
-                observed,
-            )),
-            Err(_) => None,
+        let Ok(observed) = &outcome.result else {
+            // Says nothing about the configuration: the streak and what is shown stay.
+            inner.guard.observe(key, &limits, now, Seen::Failed);
+            return (Step::Nothing, limits);
         };
+        let remedy = remedy::decide(key.product, &target.expect, observed);
         let seen = match &remedy {
-            None => Seen::Failed,
-            Some((Remedy::None, _)) => Seen::Clean,
-            Some((Remedy::Unmanaged(_), _)) => Seen::Unmanaged,
-            Some((Remedy::Write(write), observed)) => Seen::Drift {
+            Remedy::None => Seen::Clean,
+            Remedy::Unmanaged(_) => Seen::Unmanaged,
+            Remedy::Write(write) => Seen::Drift {
                 fingerprint: observed.fingerprint(),
                 write: write.clone(),
             },
         };
         let verdict = inner.guard.observe(key, &limits, now, seen);
         let planned = match &remedy {
-            Some((Remedy::Write(write), _)) => Some(write.clone()),
+            Remedy::Write(write) => Some(write.clone()),
             _ => None,
         };
         let step = match (verdict, planned) {
@@ -273,7 +271,7 @@ impl Enforcer {
             }
             _ => Step::Nothing,
         };
-        let shown = Shown::of(verdict, remedy.as_ref().map(|(r, _)| r));
+        let shown = Shown::of(verdict, &remedy);
         let report = inner.report(key, &limits, shown, now);
         self.status.set_remediation(key, Some(report), None);
         let paused = inner.guard.paused(&inner.global, now);
@@ -316,17 +314,15 @@ struct Shown {
 }
 
 impl Shown {
-    fn of(verdict: Verdict, remedy: Option<&Remedy>) -> Self {
+    fn of(verdict: Verdict, remedy: &Remedy) -> Self {
         let (action, reason, desired) = match remedy {
-            Some(Remedy::Write(w)) => (
+            Remedy::Write(w) => (
                 w.action().to_owned(),
                 None,
                 Some(ObservedView::from(&w.outcome())),
             ),
-            Some(Remedy::Unmanaged(u)) => {
-                ("unmanaged".to_owned(), Some(u.as_str().to_owned()), None)
-            }
-            Some(Remedy::None) | None => ("none".to_owned(), None, None),
+            Remedy::Unmanaged(u) => ("unmanaged".to_owned(), Some(u.as_str().to_owned()), None),
+            Remedy::None => ("none".to_owned(), None, None),
         };
         let (streak, until) = match verdict {
             Verdict::Waiting { streak } => (streak, None),
