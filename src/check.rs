@@ -83,6 +83,25 @@ pub async fn run_with_progress(
     clock: Arc<dyn Clock>,
     progress: &mut (dyn FnMut(usize, usize) + Send),
 ) -> Result<Report, CheckError> {
+    let (config, targets) = select(config, secrets, selection)?;
+    let client = client(&config, clock)?;
+    let outcomes =
+        poll_outcomes_with(&client, targets, config.poll.max_concurrency, progress).await;
+    Ok(Report::new(
+        outcomes
+            .iter()
+            .map(|(target, outcome)| target_report(target, outcome))
+            .collect(),
+    ))
+}
+
+/// The targets `selection` covers, and the config cut to its shard (whose rate limits are
+/// that shard's share); an app name the config does not have is an error.
+pub fn select(
+    config: &Config,
+    secrets: &Secrets,
+    selection: &Selection,
+) -> Result<(Config, Vec<Target>), CheckError> {
     // Names are checked against the whole config, so `--app` of an app that another shard
     // polls is not mistaken for a typo.
     if let Some(unknown) = selection
@@ -106,15 +125,7 @@ pub async fn run_with_progress(
         .into_iter()
         .filter(|t| selection.apps.is_empty() || selection.apps.contains(&t.key.app))
         .collect();
-    let client = client(&config, clock)?;
-    let outcomes =
-        poll_outcomes_with(&client, targets, config.poll.max_concurrency, progress).await;
-    Ok(Report::new(
-        outcomes
-            .iter()
-            .map(|(target, outcome)| target_report(target, outcome))
-            .collect(),
-    ))
+    Ok((config, targets))
 }
 
 /// The client of a one-off pass: the config's rate limits, timeouts and CA, no metrics.

@@ -13,7 +13,7 @@ use crate::check::{self, CheckError, Selection};
 use crate::clock::Clock;
 use crate::config::{Config, Secrets};
 use crate::product::Product;
-use crate::remedy::{self, Remedy, Write};
+use crate::remedy::{self, Remedy, Unmanaged, Write};
 use crate::report::{ObservedView, count};
 use crate::tencent::{Client, PollOutcome, Target};
 
@@ -61,7 +61,7 @@ pub struct PlannedTarget {
     /// `None` (JSON `null`) when the target could not be read.
     pub action: Option<Action>,
     /// Why an unmanaged target is not written (`presence_any`, `url_prefix_only`, …).
-    pub reason: Option<String>,
+    pub reason: Option<Unmanaged>,
     /// What was read.
     pub current: Option<ObservedView>,
     /// What the write makes it (a delete: `present: false`); `null` without a write.
@@ -101,7 +101,7 @@ impl PlannedTarget {
             Remedy::None => planned.action = Some(Action::None),
             Remedy::Unmanaged(reason) => {
                 planned.action = Some(Action::Unmanaged);
-                planned.reason = Some(reason.as_str().to_owned());
+                planned.reason = Some(reason);
             }
             Remedy::Write(write) => {
                 planned.action = Some(Action::of(&write));
@@ -129,14 +129,14 @@ impl PlannedTarget {
         };
         match action {
             Action::None => format!("{name}: none"),
-            Action::Unmanaged => {
-                let reason = self.reason.as_deref().unwrap_or("");
-                let sentence = remedy::Unmanaged::ALL
-                    .into_iter()
-                    .find(|u| u.as_str() == reason)
-                    .map_or("", |u| u.sentence());
-                format!("{name}: unmanaged ({reason}): {sentence}")
-            }
+            Action::Unmanaged => match self.reason {
+                Some(reason) => format!(
+                    "{name}: unmanaged ({}): {}",
+                    reason.as_str(),
+                    reason.sentence()
+                ),
+                None => format!("{name}: unmanaged"),
+            },
             _ => format!("{name}: {} {}", action.as_str(), self.change()),
         }
     }
@@ -254,18 +254,8 @@ pub async fn read(
     clock: Arc<dyn Clock>,
     progress: &mut (dyn FnMut(usize, usize) + Send),
 ) -> Result<Pass, CheckError> {
-    if let Some(unknown) = selection
-        .apps
-        .iter()
-        .find(|name| !config.apps.iter().any(|a| &a.name == *name))
-    {
-        return Err(CheckError::UnknownApp(unknown.clone()));
-    }
-    let targets: Vec<Target> = crate::tencent::targets(config, secrets)
-        .into_iter()
-        .filter(|t| selection.apps.is_empty() || selection.apps.contains(&t.key.app))
-        .collect();
-    let client = check::client(config, clock)?;
+    let (config, targets) = check::select(config, secrets, selection)?;
+    let client = check::client(&config, clock)?;
     let max_concurrency = config.poll.max_concurrency;
     let outcomes = check::poll_outcomes_with(&client, targets, max_concurrency, progress).await;
     let planned = outcomes

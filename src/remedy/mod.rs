@@ -11,6 +11,8 @@
 
 use std::collections::BTreeSet;
 
+use serde::Serialize;
+
 use crate::drift::{self, Expected, ExtraCommands, Observed, Presence};
 use crate::product::Product;
 
@@ -81,8 +83,9 @@ impl Desired {
     }
 }
 
-/// Why a drifted target is not written: a closed set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Why a drifted target is not written: a closed set. Serialized as [`Unmanaged::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Unmanaged {
     /// `present: any`.
     PresenceAny,
@@ -448,6 +451,8 @@ mod tests {
         for reason in Unmanaged::ALL {
             assert!(!reason.sentence().is_empty());
             assert_eq!(reason.to_string(), reason.as_str());
+            let json = serde_json::to_value(reason).expect("serializes");
+            assert_eq!(json, reason.as_str());
         }
         assert_eq!(Write::Delete.action(), "delete");
         assert_eq!(Write::Delete.outcome(), Observed::Absent);

@@ -722,6 +722,24 @@ mod tests {
                 r#"{"CallbackCommandList":["a"]}"#,
                 100002,
             ),
+            (
+                Method::POST,
+                format!("{set}?{base}&random=1&contenttype=json"),
+                r#"{"Url":"https://x"}"#,
+                100002,
+            ),
+            (
+                Method::POST,
+                format!("{set}?{base}&random=1&contenttype=json"),
+                r#"{"Url":"https://x","CallbackCommandList":["a",1]}"#,
+                100002,
+            ),
+            (
+                Method::POST,
+                format!("/v4/call_config/delete_callback?{base}&random=1&contenttype=json"),
+                r#"{"Url":"https://x"}"#,
+                100002,
+            ),
         ];
         let n = cases.len() as u64;
         for (method, uri, body, expected) in cases {
@@ -738,6 +756,8 @@ mod tests {
         assert_eq!(stats.requests_total, n + 2);
         // The request without sdkappid does not count for the app.
         assert_eq!(stats.apps[&CLEAN.to_string()].requests, n + 1);
+        // A malformed write is no write.
+        assert_eq!(stats.writes_total, 0);
         server.stop().await;
     }
 

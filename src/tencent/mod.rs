@@ -345,14 +345,17 @@ impl Client {
         // A call that waited for a new connection leaves later than it passed.
         let sent_late = || self.limits.sent_late(target.key.sdkappid, passed);
         // Boxed, so the select below moves a pointer, not the exchange's large state.
+        let payload = transport::Payload {
+            body: request.body,
+            resend: request.resend,
+        };
         let read = Box::pin(self.http.post(
             base,
             &path,
             &REQUEST_HEADERS,
-            request.body,
+            payload,
             MAX_BODY_BYTES,
             &sent_late,
-            request.resend,
         ));
         let deadline = self.deadlines.after(self.settings.timeout);
         let outcome = tokio::select! {

@@ -235,6 +235,13 @@ pub enum Resend {
     Unsent,
 }
 
+/// What is POSTed: the body, and when it may go again on a new connection.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pub body: Bytes,
+    pub resend: Resend,
+}
+
 /// A response: status and body, or `None` for a body over the limit.
 pub struct Answer {
     pub status: StatusCode,
@@ -361,7 +368,7 @@ impl Http {
         idle.push_back(Idle { sender, since: now });
     }
 
-    /// POSTs `body` to `base` + `path_and_query` and reads the answer, at most `limit`
+    /// POSTs `payload`'s body to `base` + `path_and_query` and reads the answer, at most `limit`
     /// body bytes. A connection whose answer was read whole goes back to the pool.
     /// `connected` is called right before the request goes out on a connection opened
     /// for it: the time since the caller decided to send went to connecting.
@@ -374,17 +381,16 @@ impl Http {
     /// request again is not a second call. A reset is not retried: a server that read the
     /// request and dropped it (the simulator's `reset` fault) may have counted it. With
     /// [`Resend::Unsent`] (writes) only a request that came back unsent goes again.
-    #[allow(clippy::too_many_arguments)]
     pub async fn post(
         &self,
         base: &str,
         path_and_query: &str,
         headers: &[(HeaderName, HeaderValue)],
-        body: Bytes,
+        payload: Payload,
         limit: usize,
         connected: &(dyn Fn() + Sync),
-        resend: Resend,
     ) -> Result<Answer, Error> {
+        let Payload { body, resend } = payload;
         let destination = self.destination(base)?;
         let uri = match destination.forward {
             // An HTTP proxy takes the whole URL.
@@ -579,17 +585,17 @@ mod tests {
         Http::new(tls, None, Duration::from_secs(2))
     }
 
+    /// `{}`, as a read sends it.
+    fn unanswered() -> Payload {
+        Payload {
+            body: Bytes::from_static(b"{}"),
+            resend: Resend::Unanswered,
+        }
+    }
+
     async fn post(http: &Http, base: &str) -> String {
         let answer = http
-            .post(
-                base,
-                "/x?y=1",
-                &[],
-                Bytes::from_static(b"{}"),
-                1024,
-                &|| {},
-                Resend::Unanswered,
-            )
+            .post(base, "/x?y=1", &[], unanswered(), 1024, &|| {})
             .await
             .expect("answer");
         assert_eq!(answer.status, StatusCode::OK);
@@ -677,15 +683,7 @@ mod tests {
         let (base, accepted) = server(Mode::KeepAlive).await;
         let http = http();
         let answer = http
-            .post(
-                &base,
-                "/x",
-                &[],
-                Bytes::from_static(b"{}"),
-                3,
-                &|| {},
-                Resend::Unanswered,
-            )
+            .post(&base, "/x", &[], unanswered(), 3, &|| {})
             .await
             .expect("answer");
         assert!(answer.body.is_none());
@@ -723,10 +721,12 @@ mod tests {
                 &base,
                 "/x",
                 &[],
-                Bytes::from_static(b"{}"),
+                Payload {
+                    body: Bytes::from_static(b"{}"),
+                    resend: Resend::Unsent,
+                },
                 1024,
                 &|| {},
-                Resend::Unsent,
             )
             .await;
         assert!(matches!(lost, Err(Error::Request(_))));
@@ -743,17 +743,9 @@ mod tests {
         };
         let mut heard = Vec::new();
         for _ in 0..6 {
-            http.post(
-                &base,
-                "/x",
-                &[],
-                Bytes::from_static(b"{}"),
-                1024,
-                &count,
-                Resend::Unanswered,
-            )
-            .await
-            .expect("answer");
+            http.post(&base, "/x", &[], unanswered(), 1024, &count)
+                .await
+                .expect("answer");
             heard.push(connected.load(Ordering::SeqCst));
         }
         // New, reused, met the close and sent on a new one, reused, the same again.
@@ -766,30 +758,14 @@ mod tests {
         let http = http();
         assert_eq!(post(&http, &base).await, "{\"n\":0}");
         let reset = http
-            .post(
-                &base,
-                "/x",
-                &[],
-                Bytes::from_static(b"{}"),
-                1024,
-                &|| {},
-                Resend::Unanswered,
-            )
+            .post(&base, "/x", &[], unanswered(), 1024, &|| {})
             .await;
         assert!(matches!(reset, Err(Error::Request(_))));
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "not sent again");
 
         let (base, accepted) = server(Mode::CloseOnRequestAfter(0)).await;
         let closed = http
-            .post(
-                &base,
-                "/x",
-                &[],
-                Bytes::from_static(b"{}"),
-                1024,
-                &|| {},
-                Resend::Unanswered,
-            )
+            .post(&base, "/x", &[], unanswered(), 1024, &|| {})
             .await;
         assert!(matches!(closed, Err(Error::Request(e)) if e.is_incomplete_message()));
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "not sent again");

@@ -6,10 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
 
-use super::{Answer, Error, IDLE_TIMEOUT, MAX_IDLE_PER_BASE, Resolve};
+use super::{Answer, Error, IDLE_TIMEOUT, MAX_IDLE_PER_BASE, Payload, Resolve};
 
 /// Our resolver as reqwest's.
 struct Resolver(Arc<dyn Resolve>);
@@ -55,18 +54,18 @@ impl Http {
     /// As [`super::Http::post`]; a closed keep-alive connection is reqwest's to replace.
     /// reqwest says nothing of the connection a request went out on, so `connected` is
     /// never called: a request that waited for a new one counts from when it was decided.
-    #[allow(clippy::too_many_arguments)]
     pub async fn post(
         &self,
         base: &str,
         path_and_query: &str,
         headers: &[(HeaderName, HeaderValue)],
-        body: Bytes,
+        // reqwest's pool sends again only requests that never went out, so `resend` is
+        // met either way.
+        payload: Payload,
         limit: usize,
         _connected: &(dyn Fn() + Sync),
-        // reqwest's pool sends again only requests that never went out.
-        _resend: super::Resend,
     ) -> Result<Answer, Error> {
+        let body = payload.body;
         let mut request = self.client.post(format!("{base}{path_and_query}"));
         for (name, value) in headers {
             request = request.header(name.clone(), value.clone());
