@@ -43,6 +43,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod drift;
+pub mod enforce;
 pub mod metrics;
 pub mod plan;
 pub mod probe;

@@ -10,6 +10,8 @@
 //! kind, command word (escaped, capped per target) and failure reason. Never a URL, key, user
 //! name or error text.
 
+mod remediation;
+
 use std::io::Write as _;
 use std::time::Duration;
 
@@ -24,6 +26,8 @@ use crate::drift::Check;
 use crate::probe::{ProbeResult, Reason};
 use crate::tencent::RequestObserver;
 use crate::web::AuthFailure;
+
+pub use self::remediation::{RemediationResult, RemediationSample};
 
 /// Observed command words beyond the expected and ignored ones get series up to this many
 /// per target, so a misbehaving gateway cannot blow up cardinality.
@@ -47,6 +51,8 @@ pub struct Metrics {
     pub state_write_success_time: Gauge,
     /// Requests to the HTTP server refused for their credentials, by [`AuthFailure`].
     pub http_auth_failures: IntCounterVec,
+    /// 1 while `remediate:`'s `max_total` holds every write back.
+    pub remediation_paused: IntGauge,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
@@ -179,6 +185,10 @@ impl Metrics {
                 "calldrift_state_last_write_success_timestamp_seconds",
                 "Unix time of the last successful write of the state file; 0 if none yet.",
             ),
+            remediation_paused: int_gauge(
+                "calldrift_remediation_paused",
+                "1 while remediation is paused everywhere: max_total writes within the window.",
+            ),
             registry,
         }
     }
@@ -216,6 +226,8 @@ pub struct TargetSample {
     /// The callback endpoint's probes; `None` (no series) until one is recorded for the
     /// target's current `https` endpoint.
     pub endpoint: Option<EndpointSample>,
+    /// Remediation's results; `None` (no series) while the target's app has it off.
+    pub remediation: Option<RemediationSample>,
 }
 
 /// What a target's callback endpoint exports.
@@ -268,6 +280,7 @@ impl TargetSample {
             drift: [false; 6],
             commands: Vec::new(),
             endpoint: None,
+            remediation: None,
         };
         sample.set_commands(commands.into_iter().map(|c| (c, false)));
         sample
@@ -418,6 +431,7 @@ where
         },
     );
     write_endpoint_families(out, samples.clone());
+    remediation::write_remediation_families(out, samples.clone());
     family(
         out,
         "calldrift_callback_command_enabled",

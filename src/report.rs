@@ -129,6 +129,56 @@ pub struct TargetReport {
     /// when the URL is not `https` or no probe ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<EndpointReport>,
+    /// What `remediate:` plans or did (daemon only, while its app has it on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<RemediationReport>,
+}
+
+/// What the daemon's `remediate:` mode plans for a target, and its last write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemediationReport {
+    /// `dry-run` or `enforce`.
+    pub mode: String,
+    /// The write that would repair the target (`set`, `update`, `delete`), `unmanaged`
+    /// when its drift is never written, `none` when there is nothing to repair.
+    pub action: String,
+    /// Why an unmanaged target is not written (`presence_any`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The configuration the write would leave (URL redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<ObservedView>,
+    /// `idle`, `unmanaged`, `waiting`, `act`, `reported`, `blocked`, `paused`.
+    pub state: String,
+    /// Consecutive polls that showed this drift, and how many it takes to act.
+    pub streak: u32,
+    pub after: u32,
+    /// `max_per_target` writes within the window.
+    pub blocked: bool,
+    /// `max_total` writes to all targets within the window.
+    pub paused: bool,
+    /// Unix time the block or pause ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<f64>,
+    /// Writes to the target within the window.
+    pub writes_in_window: usize,
+    /// The last write or dry-run decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<RemediationEvent>,
+}
+
+/// One write or dry-run decision, as shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemediationEvent {
+    pub at: f64,
+    pub action: String,
+    /// `applied`, `failed` or `dry_run`.
+    pub result: String,
+    /// Why it failed: the gateway's ErrorCode and ErrorInfo, or a lost answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// An expectation as shown: URLs redacted.
@@ -254,6 +304,7 @@ impl TargetReport {
             changes: None,
             last_change: None,
             endpoint: None,
+            remediation: None,
         }
     }
 }

@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::{DISPATCH_STEP, Grid, later, power_of_two_ms};
 use crate::config::TargetKey;
+use crate::enforce::Enforcer;
 use crate::metrics::Metrics;
 use crate::status::Status;
 use crate::tencent::{Client, Target};
@@ -39,6 +40,9 @@ pub struct Plan {
     pub interval: Duration,
     pub max_concurrency: usize,
     pub client: Arc<Client>,
+    /// The reload generation the targets' expectations belong to (see
+    /// [`Enforcer::generation`]): remediation acts only on polls of the current one.
+    pub generation: u64,
 }
 
 /// Lag below this counts as on time; it is the loop's own dispatch jitter.
@@ -48,12 +52,13 @@ const ON_TIME: Duration = Duration::from_millis(1);
 pub async fn run(
     mut plans: watch::Receiver<Arc<Plan>>,
     status: Arc<Status>,
+    enforcer: Arc<Enforcer>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
     let plan = plans.borrow_and_update().clone();
-    let mut dispatcher = Dispatcher::new(plan, status, metrics, tracker);
+    let mut dispatcher = Dispatcher::new(plan, status, enforcer, metrics, tracker);
     loop {
         let grid = Grid::shared(dispatch_step(dispatcher.plan.interval));
         let (tick, behind) = dispatcher.next_tick(&grid);
@@ -92,6 +97,7 @@ struct Dispatcher {
     in_flight: Arc<Mutex<HashSet<TargetKey>>>,
     warned_behind: bool,
     status: Arc<Status>,
+    enforcer: Arc<Enforcer>,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
 }
@@ -103,6 +109,7 @@ impl Dispatcher {
     fn new(
         plan: Arc<Plan>,
         status: Arc<Status>,
+        enforcer: Arc<Enforcer>,
         metrics: Arc<Metrics>,
         tracker: TaskTracker,
     ) -> Self {
@@ -115,6 +122,7 @@ impl Dispatcher {
             in_flight: Arc::default(),
             warned_behind: false,
             status,
+            enforcer,
             metrics,
             tracker,
         }
@@ -207,12 +215,26 @@ impl Dispatcher {
     fn spawn_poll(&self, target: Arc<Target>, slot: OwnedSemaphorePermit) {
         let client = self.plan.client.clone();
         let status = self.status.clone();
+        let enforcer = self.enforcer.clone();
         let in_flight = self.in_flight.clone();
+        let generation = self.plan.generation;
         self.tracker.spawn(async move {
             // Boxed: a poll's future is large, and a task moves its future several times
             // (spawn, completion); moving a pointer costs nothing.
             let outcome = Box::pin(client.get_callback(&target)).await;
             status.record(&target.key, &outcome);
+            let wrote = enforcer
+                .after_poll(&client, &target, &outcome, generation)
+                .await;
+            if wrote {
+                // A write is read back at once, still holding this target's slot; that
+                // read never writes again (see `enforce::guard`).
+                let outcome = Box::pin(client.get_callback(&target)).await;
+                status.record(&target.key, &outcome);
+                enforcer
+                    .after_poll(&client, &target, &outcome, generation)
+                    .await;
+            }
             in_flight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

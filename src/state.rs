@@ -1,7 +1,8 @@
 //! The state file: per target (app, SDKAppID, region, product), the last observed config
 //! (URL redacted), its fingerprint, the last change time and the change count, so changes
 //! are news across restarts. A target written without a product (before products
-//! existed) is a `call` target.
+//! existed) is a `call` target. With `remediate:` on, it also keeps the times of recent
+//! writes, so the write limits hold across restarts.
 //!
 //! **Invariant:** the file on disk is always a complete, parsable document: it is written
 //! to a temporary file in the same directory, fsynced, renamed over the old one, and the
@@ -42,10 +43,47 @@ impl SavedTarget {
     }
 }
 
+/// The recent writes of `remediate:`, so its limits hold across restarts: Unix times, in
+/// total and per target. Files written before remediation existed (or with it off) have
+/// none.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SavedWrites {
+    /// Every write, to any target.
+    #[serde(default)]
+    pub total: Vec<f64>,
+    #[serde(default)]
+    pub targets: Vec<SavedTargetWrites>,
+}
+
+impl SavedWrites {
+    pub fn is_empty(&self) -> bool {
+        self.total.is_empty() && self.targets.is_empty()
+    }
+}
+
+/// One target's recent writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedTargetWrites {
+    pub app: String,
+    pub sdkappid: u64,
+    pub region: String,
+    pub product: Product,
+    pub writes: Vec<f64>,
+}
+
+impl SavedTargetWrites {
+    pub fn key(&self) -> TargetKey {
+        TargetKey::new(&self.app, self.sdkappid, &self.region, self.product)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     pub version: u32,
     pub targets: Vec<SavedTarget>,
+    /// Not written while empty, so a read-only deployment's file keeps its shape.
+    #[serde(default, skip_serializing_if = "SavedWrites::is_empty")]
+    pub remediation: SavedWrites,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +105,8 @@ pub enum StateError {
 #[derive(Debug)]
 pub struct Loaded {
     pub targets: BTreeMap<TargetKey, SavedTarget>,
+    /// `remediate:`'s recent writes; none in older files.
+    pub remediation: SavedWrites,
     /// Set when a corrupt file was moved aside; the caller logs it as an error.
     pub recovered: Option<StateError>,
 }
@@ -82,6 +122,7 @@ pub fn load(path: &Path, now_unix: u64) -> Result<Loaded, StateError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Loaded {
                 targets: BTreeMap::new(),
+                remediation: SavedWrites::default(),
                 recovered: None,
             });
         }
@@ -97,6 +138,7 @@ pub fn load(path: &Path, now_unix: u64) -> Result<Loaded, StateError> {
             let targets = state.targets.into_iter().map(|t| (t.key(), t)).collect();
             Ok(Loaded {
                 targets,
+                remediation: state.remediation,
                 recovered: None,
             })
         }
@@ -117,6 +159,7 @@ pub fn load(path: &Path, now_unix: u64) -> Result<Loaded, StateError> {
             };
             Ok(Loaded {
                 targets: BTreeMap::new(),
+                remediation: SavedWrites::default(),
                 recovered: Some(recovered),
             })
         }
@@ -125,7 +168,11 @@ pub fn load(path: &Path, now_unix: u64) -> Result<Loaded, StateError> {
 
 /// Writes the state atomically (temporary file, fsync, rename, fsync of the directory),
 /// never through a symlink; see [`atomic_file`].
-pub fn save(path: &Path, targets: Vec<SavedTarget>) -> Result<(), StateError> {
+pub fn save(
+    path: &Path,
+    targets: Vec<SavedTarget>,
+    remediation: SavedWrites,
+) -> Result<(), StateError> {
     let io = |source| StateError::Io {
         path: path.display().to_string(),
         source,
@@ -133,6 +180,7 @@ pub fn save(path: &Path, targets: Vec<SavedTarget>) -> Result<(), StateError> {
     let state = State {
         version: FORMAT_VERSION,
         targets,
+        remediation,
     };
     let bytes = serde_json::to_vec_pretty(&state).map_err(|e| io(std::io::Error::other(e)))?;
     // 0666 minus the umask, as the file has always been created: it holds no secret.
@@ -174,7 +222,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.json");
         assert!(load(&path, 0).expect("missing is fine").targets.is_empty());
-        save(&path, vec![saved("a"), saved("b")]).expect("save");
+        save(&path, vec![saved("a"), saved("b")], SavedWrites::default()).expect("save");
         let loaded = load(&path, 0).expect("load");
         assert_eq!(loaded.targets.len(), 2);
         assert_eq!(loaded.targets[&saved("a").key()], saved("a"));
@@ -190,6 +238,28 @@ mod tests {
     }
 
     #[test]
+    fn remediation_writes_round_trip_and_older_files_have_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        save(&path, vec![saved("a")], SavedWrites::default()).expect("save");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(!text.contains("remediation"), "nothing new stored: {text}");
+        assert!(load(&path, 0).expect("load").remediation.is_empty());
+        let writes = SavedWrites {
+            total: vec![1.5, 2.5],
+            targets: vec![SavedTargetWrites {
+                app: "a".into(),
+                sdkappid: 1,
+                region: "china".into(),
+                product: Product::Room,
+                writes: vec![2.5],
+            }],
+        };
+        save(&path, vec![saved("a")], writes.clone()).expect("save");
+        assert_eq!(load(&path, 0).expect("load").remediation, writes);
+    }
+
+    #[test]
     fn products_round_trip_and_a_file_from_before_products_loads_as_call() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.json");
@@ -197,7 +267,12 @@ mod tests {
             product: Product::Room,
             ..saved("a")
         };
-        save(&path, vec![saved("a"), room.clone()]).expect("save");
+        save(
+            &path,
+            vec![saved("a"), room.clone()],
+            SavedWrites::default(),
+        )
+        .expect("save");
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.contains("\"product\": \"room\""), "{text}");
         let loaded = load(&path, 0).expect("load");
@@ -256,7 +331,7 @@ mod tests {
             .path()
             .join(format!(".state.json.tmp-{}", std::process::id()));
         std::os::unix::fs::symlink(&victim, &planted).expect("symlink");
-        save(&path, vec![saved("a")]).expect("save");
+        save(&path, vec![saved("a")], SavedWrites::default()).expect("save");
         assert_eq!(std::fs::read_to_string(&victim).expect("read"), "precious");
         assert!(
             std::fs::symlink_metadata(&path)
@@ -270,7 +345,12 @@ mod tests {
 
     #[test]
     fn an_unwritable_directory_is_reported() {
-        let err = save(Path::new("/nonexistent-dir/state.json"), vec![]).expect_err("cannot write");
+        let err = save(
+            Path::new("/nonexistent-dir/state.json"),
+            vec![],
+            SavedWrites::default(),
+        )
+        .expect_err("cannot write");
         assert!(
             err.to_string()
                 .starts_with("state file /nonexistent-dir/state.json:"),

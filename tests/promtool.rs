@@ -151,7 +151,12 @@ async fn a_real_scrape_passes_promtool_check_metrics() {
     );
     assert!(body.contains("process_cpu_seconds_total"), "{body}");
 
-    let mut child = Command::new(&promtool)
+    assert_promtool_accepts(&promtool, &body);
+}
+
+/// `promtool check metrics` on `body` succeeds without a complaint.
+fn assert_promtool_accepts(promtool: &Path, body: &str) {
+    let mut child = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -171,4 +176,35 @@ async fn a_real_scrape_passes_promtool_check_metrics() {
         "promtool check metrics complains ({}):\n{complaints}",
         output.status
     );
+}
+
+#[tokio::test]
+async fn a_scrape_with_remediation_on_passes_promtool_check_metrics() {
+    let Some(promtool) = promtool("check metrics with remediation") else {
+        return;
+    };
+    let sim = Sim::start(vec![app(
+        1,
+        Some(calldrift::sim::CallbackConfig::new(GOOD_URL, &[START])),
+    )])
+    .await;
+    let expect = format!("    expect:\n      url: {GOOD_URL}\n      commands: [{START}, {END}]\n");
+    let yaml = config_yaml(
+        &sim,
+        "poll:\n  interval: 200ms\n  timeout: 2s\n  retries: 0\nremediate:\n  mode: dry-run\n  after: 1",
+        &[app_yaml("trial", 1, &expect)],
+    );
+    let daemon = Daemon::start(&yaml).await;
+    wait_until(Duration::from_secs(15), "a dry-run decision", || async {
+        daemon.scrape().await.target(
+            "calldrift_remediations_total",
+            "trial",
+            &[("result", "dry_run")],
+        ) == Some(1.0)
+    })
+    .await;
+    let body = daemon.scrape().await.0;
+    assert!(body.contains("calldrift_remediation_blocked{"), "{body}");
+    assert!(body.contains("calldrift_remediation_paused 0"), "{body}");
+    assert_promtool_accepts(&promtool, &body);
 }

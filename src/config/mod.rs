@@ -152,6 +152,55 @@ impl Default for EndpointProbe {
     }
 }
 
+/// `remediate:`'s `mode`: whether the daemon writes a managed target back to its
+/// expectation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RemediateMode {
+    /// Reports only (the default): nothing is ever written.
+    #[default]
+    Off,
+    /// Decides as `enforce` would, logs and shows the decision, writes nothing.
+    DryRun,
+    /// Writes.
+    Enforce,
+}
+
+impl RemediateMode {
+    /// The word in the config: `off`, `dry-run`, `enforce`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemediateMode::Off => "off",
+            RemediateMode::DryRun => "dry-run",
+            RemediateMode::Enforce => "enforce",
+        }
+    }
+}
+
+/// `remediate:`: when the daemon restores a drifted managed target, and how often at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remediate {
+    pub mode: RemediateMode,
+    /// Consecutive authoritative polls showing the same drift before acting.
+    pub after: u32,
+    /// Writes to one target within `window`; then it is blocked until the window passes.
+    pub max_per_target: u32,
+    /// Writes to all targets within `window`; then remediation pauses everywhere.
+    pub max_total: u32,
+    pub window: Duration,
+}
+
+impl Default for Remediate {
+    fn default() -> Self {
+        Remediate {
+            mode: RemediateMode::Off,
+            after: 2,
+            max_per_target: 3,
+            max_total: 20,
+            window: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// A REST gateway: the primary base URL and, for built-in regions, the backup domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Region {
@@ -176,6 +225,8 @@ pub struct App {
     pub identifier: String,
     pub secret: SecretSource,
     pub usersig_ttl: Duration,
+    /// The global `remediate:` with the app's own block layered over it.
+    pub remediate: Remediate,
     /// The products watched (at least one; `call` when the config names none), each with
     /// what its callback configuration should look like.
     pub products: BTreeMap<Product, Expected>,
@@ -197,6 +248,8 @@ pub struct Config {
     pub poll: Poll,
     pub rate_limit: RateLimit,
     pub endpoint_probe: EndpointProbe,
+    /// The global `remediate:` (each app has its own, layered, in [`App::remediate`]).
+    pub remediate: Remediate,
     pub regions: BTreeMap<String, Region>,
     pub apps: Vec<App>,
 }

@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     pub(super) poll: Option<RawPoll>,
     pub(super) rate_limit: Option<RawRateLimit>,
     pub(super) endpoint_probe: Option<RawEndpointProbe>,
+    pub(super) remediate: Option<RawRemediate>,
     pub(super) regions: Option<BTreeMap<String, RawRegion>>,
     pub(super) expect: Option<RawExpect>,
     pub(super) apps: Option<Vec<RawApp>>,
@@ -49,6 +50,26 @@ pub(super) struct RawEndpointProbe {
     pub(super) timeout: Option<String>,
     pub(super) allow_private: Option<bool>,
     pub(super) ca_file: Option<PathBuf>,
+}
+
+/// `remediate:`, global or an app's; every key optional, an app's layered over the global.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawRemediate {
+    /// A word; `false` (YAML 1.1's reading of `off`) is taken as `off` too.
+    pub(super) mode: Option<RawMode>,
+    pub(super) after: Option<u32>,
+    pub(super) max_per_target: Option<u32>,
+    pub(super) max_total: Option<u32>,
+    pub(super) window: Option<String>,
+}
+
+/// `remediate.mode` as written: a word, or a boolean.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawMode {
+    Bool(bool),
+    Word(String),
 }
 
 /// A user region: a base URL, or `{url, backup}` with a backup domain.
@@ -114,6 +135,7 @@ pub(super) struct RawApp {
     /// `call`, `room`, `live`; `[call]` when not written.
     pub(super) products: Option<Vec<String>>,
     pub(super) expect: Option<RawExpect>,
+    pub(super) remediate: Option<RawRemediate>,
 }
 
 /// Tells a key written as `null` (`Some(None)`) from a key not written at all (`None`, by

@@ -20,6 +20,8 @@ const TOP: &[&str] = &[
     "ca_file",
     "poll",
     "rate_limit",
+    "endpoint_probe",
+    "remediate",
     "regions",
     "expect",
     "apps",
@@ -38,7 +40,9 @@ const APP: &[&str] = &[
     "usersig_ttl",
     "products",
     "expect",
+    "remediate",
 ];
+const REMEDIATE: &[&str] = &["mode", "after", "max_per_target", "max_total", "window"];
 const EXPECT: &[&str] = &[
     "present",
     "url_scheme",
@@ -75,6 +79,24 @@ const FIELDS: &[(&str, &str)] = &[
     ),
     ("regions.*", "a URL, or a mapping with url: and backup:"),
     ("listen", "an address:port such as 0.0.0.0:9797"),
+    ("remediate", "a mapping of keys (mode: …, after: …)"),
+    ("apps[].remediate", "a mapping of keys (mode: …, after: …)"),
+    ("remediate.mode", "off, dry-run or enforce"),
+    ("apps[].remediate.mode", "off, dry-run or enforce"),
+    ("remediate.after", "a number of polls such as 2"),
+    ("apps[].remediate.after", "a number of polls such as 2"),
+    ("remediate.max_per_target", "a number of writes such as 3"),
+    (
+        "apps[].remediate.max_per_target",
+        "a number of writes such as 3",
+    ),
+    ("remediate.max_total", "a number of writes such as 20"),
+    (
+        "apps[].remediate.max_total",
+        "a number of writes such as 20",
+    ),
+    ("remediate.window", "a duration such as 1h"),
+    ("apps[].remediate.window", "a duration such as 1h"),
 ];
 
 /// Words per field of an `expect` block, wherever the block is.
@@ -118,6 +140,7 @@ fn known_keys(section: &str) -> &'static [&'static str] {
         "rate_limit" => RATE_LIMIT,
         "regions.*" => REGION,
         "apps[]" => APP,
+        "remediate" | "apps[].remediate" => REMEDIATE,
         s if is_expect(s) => EXPECT,
         _ => &[],
     }

@@ -18,6 +18,7 @@ use self::persist::{StatePath, StateWriter, load_state};
 use self::reload::{Current, Prepared};
 use crate::clock::Clock;
 use crate::config::{Config, LoadedConfig, TargetKey};
+use crate::enforce::Enforcer;
 use crate::metrics::Metrics;
 use crate::probe::{self, ProbeError, Prober};
 use crate::ratelimit::RateLimits;
@@ -119,6 +120,7 @@ struct Running {
     config_path: Option<PathBuf>,
     clock: Arc<dyn Clock>,
     status: Arc<Status>,
+    enforcer: Arc<Enforcer>,
     metrics: Arc<Metrics>,
     app_state: Arc<AppState>,
     plans: watch::Sender<Arc<Plan>>,
@@ -181,11 +183,18 @@ fn start(
     let client = new_client(&config, resolver.clone(), &clock, &metrics)?;
     let prober = reload::new_prober(&config, resolver.clone(), &clock)?;
 
-    let saved = load_state(config.state_file.as_ref(), clock.as_ref());
+    let (saved, writes) = load_state(config.state_file.as_ref(), clock.as_ref());
     let status = Arc::new(Status::new(metrics.clone(), clock.clone()));
     let targets = tencent::targets(&config, &loaded.secrets);
     status.apply_targets(&targets, &saved);
-    let (plans, plan_rx) = watch::channel(plan(targets, &config, &client));
+    let enforcer = Arc::new(Enforcer::new(
+        &config,
+        writes,
+        status.clone(),
+        metrics.clone(),
+        clock.clone(),
+    ));
+    let (plans, plan_rx) = watch::channel(plan(targets, &config, &client, &enforcer));
     let (probers, prober_rx) = watch::channel(prober.clone());
     log_start(&listener, &config, shard);
 
@@ -199,6 +208,7 @@ fn start(
     let state_path: StatePath = Arc::new(std::sync::Mutex::new(config.state_file.clone()));
     let writer = StateWriter {
         status: status.clone(),
+        enforcer: enforcer.clone(),
         metrics: metrics.clone(),
         clock: clock.clone(),
     };
@@ -222,6 +232,7 @@ fn start(
         config_path,
         clock,
         status,
+        enforcer,
         metrics,
         app_state,
         plans,
@@ -303,7 +314,14 @@ impl Tasks {
         let stop = shutdown.child_token();
         let scheduler = spawn(
             stop.clone(),
-            scheduler::run(plans, status.clone(), metrics, stop, polls.clone()),
+            scheduler::run(
+                plans,
+                status.clone(),
+                writer.enforcer.clone(),
+                metrics,
+                stop,
+                polls.clone(),
+            ),
         );
         // Its own task and concurrency bound: probes never hold a poll's slot or the limiter.
         let stop = shutdown.child_token();
@@ -326,12 +344,18 @@ impl Tasks {
 }
 
 /// What the scheduler polls, as a whole.
-fn plan(targets: Vec<Target>, config: &Config, client: &Arc<Client>) -> Arc<Plan> {
+fn plan(
+    targets: Vec<Target>,
+    config: &Config,
+    client: &Arc<Client>,
+    enforcer: &Enforcer,
+) -> Arc<Plan> {
     Arc::new(Plan {
         targets: targets.into_iter().map(Arc::new).collect(),
         interval: config.poll.interval,
         max_concurrency: config.poll.max_concurrency,
         client: client.clone(),
+        generation: enforcer.generation(),
     })
 }
 
@@ -355,6 +379,9 @@ impl Running {
             ]);
         };
         let inputs = reload::Inputs::new(path, &self.current, &self.clock, &self.metrics);
+        // Until the new config is in or refused, nothing is written: its expectations may
+        // replace the ones a write would restore.
+        self.enforcer.reload_started();
         let prepared = tokio::task::spawn_blocking(move || reload::prepare(inputs))
             .await
             .unwrap_or_else(|e| Err(vec![format!("the reload stopped unexpectedly: {e}")]));
@@ -364,6 +391,7 @@ impl Running {
                 Ok(())
             }
             Err(errors) => {
+                self.enforcer.reload_failed();
                 self.metrics.reload_successful.set(0);
                 tracing::error!(errors = %errors.join("; "), "config reload failed; the previous config stays");
                 Err(errors)
@@ -389,7 +417,8 @@ impl Running {
             tracing::warn!(old = %old.listen, new = %new.listen, "listen changed; it takes effect at the next restart");
         }
         self.status.apply_targets(&targets, &self.saved);
-        let _ = self.plans.send(plan(targets, new, &client));
+        self.enforcer.reloaded(new);
+        let _ = self.plans.send(plan(targets, new, &client, &self.enforcer));
         self.probers.send_if_modified(|current| {
             let changed = !same_prober(current.as_ref(), prober.as_ref());
             *current = prober.clone();
@@ -426,6 +455,7 @@ impl Running {
             .clone();
         let writer = StateWriter {
             status: self.status.clone(),
+            enforcer: self.enforcer.clone(),
             metrics: self.metrics.clone(),
             clock: self.clock.clone(),
         };

@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::TargetKey;
+use crate::enforce::Enforcer;
 use crate::metrics::Metrics;
-use crate::state::{self, SavedTarget};
+use crate::state::{self, SavedTarget, SavedWrites};
 use crate::status::Status;
 
 /// After a change, the state file is written once things settle for this long.
@@ -24,23 +25,24 @@ const STATE_WRITE_RETRY: Duration = Duration::from_secs(30);
 /// Where the state file is now; a reload may move it.
 pub(super) type StatePath = Arc<std::sync::Mutex<Option<PathBuf>>>;
 
+/// The saved targets and `remediate:`'s recent writes; none without a readable file.
 pub(super) fn load_state(
     path: Option<&PathBuf>,
     clock: &dyn Clock,
-) -> BTreeMap<TargetKey, SavedTarget> {
+) -> (BTreeMap<TargetKey, SavedTarget>, SavedWrites) {
     let Some(path) = path else {
-        return BTreeMap::new();
+        return Default::default();
     };
     match state::load(path, clock.unix_secs()) {
         Ok(loaded) => {
             if let Some(recovered) = loaded.recovered {
                 tracing::error!("{recovered}");
             }
-            loaded.targets
+            (loaded.targets, loaded.remediation)
         }
         Err(e) => {
             tracing::error!("{e}; starting without saved state");
-            BTreeMap::new()
+            Default::default()
         }
     }
 }
@@ -49,6 +51,7 @@ pub(super) fn load_state(
 #[derive(Clone)]
 pub(super) struct StateWriter {
     pub(super) status: Arc<Status>,
+    pub(super) enforcer: Arc<Enforcer>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) clock: Arc<dyn Clock>,
 }
@@ -57,7 +60,7 @@ impl StateWriter {
     /// Writes the state file if there is one; returns whether that failed.
     pub(super) fn write(&self, path: Option<&PathBuf>) -> bool {
         let Some(path) = path else { return false };
-        match state::save(path, self.status.saved()) {
+        match state::save(path, self.status.saved(), self.enforcer.saved()) {
             Ok(()) => {
                 self.metrics
                     .state_write_success_time

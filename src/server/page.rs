@@ -102,7 +102,8 @@ fn target_row(html: &mut String, t: &TargetReport) {
         (Some(e), None) => format!("<br><small>{}</small>", escape(e)),
         _ => String::new(),
     };
-    let findings: Vec<String> = t.findings.iter().map(|f| escape(&f.to_string())).collect();
+    let mut findings: Vec<String> = t.findings.iter().map(|f| escape(&f.to_string())).collect();
+    findings.extend(t.remediation.as_ref().and_then(remediation_note));
     let changes = match (t.changes, t.last_change) {
         (Some(n), Some(at)) => format!("{n}<br><small>last {}</small>", timestamp(at)),
         (Some(n), None) => n.to_string(),
@@ -128,6 +129,63 @@ fn target_row(html: &mut String, t: &TargetReport) {
         escape(&endpoint_cell(t.endpoint.as_ref())),
         t.last_poll.map_or_else(|| "not yet".to_owned(), timestamp),
     );
+}
+
+/// What `remediate:` plans or did, under the findings: the planned write, how close it
+/// is, a block or pause, and the last write; nothing when there is none of these.
+fn remediation_note(r: &crate::report::RemediationReport) -> Option<String> {
+    let mut note = match (r.action.as_str(), r.state.as_str()) {
+        ("none", _) => String::new(),
+        ("unmanaged", _) => format!(
+            "not written: unmanaged ({})",
+            r.reason.as_deref().unwrap_or("")
+        ),
+        (action, "waiting") => format!(
+            "planned: {action} (drift seen {} of {} times)",
+            r.streak, r.after
+        ),
+        (action, _) => format!("planned: {action}"),
+    };
+    if let Some(d) = r.desired.as_ref().filter(|_| r.action != "none") {
+        note.push_str(&format!(" → {d}"));
+    }
+    let held = if r.blocked {
+        Some("blocked")
+    } else if r.paused {
+        Some("paused")
+    } else {
+        None
+    };
+    if let Some(held) = held {
+        let until = r
+            .until
+            .map_or_else(String::new, |t| format!(" until {}", timestamp(t)));
+        note.push_str(&format!(
+            "; {held}{until} ({} writes in the window)",
+            r.writes_in_window
+        ));
+    }
+    if let Some(last) = &r.last {
+        let id = last
+            .request_id
+            .as_deref()
+            .map_or_else(String::new, |id| format!(" RequestId {id}"));
+        note.push_str(&format!(
+            "; last: {} {} {}{id}",
+            last.action,
+            last.result,
+            timestamp(last.at)
+        ));
+    }
+    let note = note.trim_start_matches("; ");
+    (!note.is_empty()).then(|| {
+        format!(
+            "<small class=\"remediation\" data-mode=\"{}\">remediation ({}): {}</small>",
+            escape(&r.mode),
+            escape(&r.mode),
+            escape(note)
+        )
+    })
 }
 
 /// The endpoint column: `up` or `down (reason)`, and the certificate's days left.
@@ -326,6 +384,72 @@ mod tests {
         assert_eq!(
             escape("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+
+    #[test]
+    fn remediation_notes_say_what_is_planned_held_and_done() {
+        use crate::report::{RemediationEvent, RemediationReport};
+        let idle = RemediationReport {
+            mode: "enforce".to_owned(),
+            action: "none".to_owned(),
+            reason: None,
+            desired: None,
+            state: "idle".to_owned(),
+            streak: 0,
+            after: 2,
+            blocked: false,
+            paused: false,
+            until: None,
+            writes_in_window: 0,
+            last: None,
+        };
+        assert_eq!(remediation_note(&idle), None, "nothing to say");
+        let waiting = RemediationReport {
+            action: "update".to_owned(),
+            state: "waiting".to_owned(),
+            streak: 1,
+            ..idle.clone()
+        };
+        let note = remediation_note(&waiting).expect("a note");
+        assert!(
+            note.contains("planned: update (drift seen 1 of 2 times)"),
+            "{note}"
+        );
+        let blocked = RemediationReport {
+            action: "set".to_owned(),
+            state: "blocked".to_owned(),
+            blocked: true,
+            until: Some(86_400.0),
+            writes_in_window: 3,
+            last: Some(RemediationEvent {
+                at: 0.0,
+                action: "set".to_owned(),
+                result: "applied".to_owned(),
+                error: None,
+                request_id: Some("<id>".to_owned()),
+            }),
+            ..idle.clone()
+        };
+        let note = remediation_note(&blocked).expect("a note");
+        assert!(
+            note.contains("blocked until 1970-01-02T00:00:00Z (3 writes in the window)"),
+            "{note}"
+        );
+        assert!(
+            note.contains("last: set applied 1970-01-01T00:00:00Z RequestId &lt;id&gt;"),
+            "{note}"
+        );
+        let unmanaged = RemediationReport {
+            action: "unmanaged".to_owned(),
+            reason: Some("presence_any".to_owned()),
+            state: "unmanaged".to_owned(),
+            ..idle
+        };
+        let note = remediation_note(&unmanaged).expect("a note");
+        assert!(
+            note.contains("not written: unmanaged (presence_any)"),
+            "{note}"
         );
     }
 

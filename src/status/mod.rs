@@ -17,9 +17,11 @@ pub use self::transitions::{TRANSITION_HISTORY, Transition, TransitionKind};
 use crate::clock::Clock;
 use crate::config::TargetKey;
 use crate::drift::Check;
-use crate::metrics::{self, EndpointSample, MAX_OBSERVED_COMMAND_SERIES, Metrics, TargetSample};
+use crate::metrics::{
+    self, EndpointSample, MAX_OBSERVED_COMMAND_SERIES, Metrics, RemediationResult, TargetSample,
+};
 use crate::probe::{Endpoint, ProbeResult, ProbeTargets};
-use crate::report::{EndpointReport, ExpectedView, Report, TargetReport};
+use crate::report::{EndpointReport, ExpectedView, RemediationReport, Report, TargetReport};
 use crate::state::SavedTarget;
 use crate::tencent::PollOutcome;
 use crate::tencent::Target;
@@ -34,6 +36,8 @@ struct Entry {
     endpoint: Option<Endpoint>,
     /// The last probe of `endpoint`.
     probe: Option<ProbeResult>,
+    /// What `remediate:` plans or did; `None` while the app has it off.
+    remediation: Option<RemediationReport>,
 }
 
 impl Entry {
@@ -61,6 +65,7 @@ impl Entry {
             known,
             endpoint: None,
             probe: None,
+            remediation: None,
         }
     }
 
@@ -256,6 +261,39 @@ impl Status {
         }
     }
 
+    /// Shows what `remediate:` plans for `key` (`None`: off, no series), counting
+    /// `result` if a write or dry-run decision was made.
+    pub fn set_remediation(
+        &self,
+        key: &TargetKey,
+        report: Option<RemediationReport>,
+        result: Option<RemediationResult>,
+    ) {
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(key) else {
+            return;
+        };
+        match &report {
+            None => entry.sample.remediation = None,
+            Some(r) => {
+                let sample = entry
+                    .sample
+                    .remediation
+                    .get_or_insert_with(Default::default);
+                sample.blocked = r.blocked;
+                if let Some(result) = result {
+                    sample.count(result);
+                }
+            }
+        }
+        entry.remediation = report;
+    }
+
+    /// What `remediate:` last showed for `key`.
+    pub fn remediation(&self, key: &TargetKey) -> Option<RemediationReport> {
+        self.lock().entries.get(key)?.remediation.clone()
+    }
+
     /// Renders the metrics: the process-wide ones, then every target's families.
     pub fn render_metrics(&self) -> Vec<u8> {
         let inner = self.lock();
@@ -284,6 +322,7 @@ impl Status {
                     changes: Some(k.changes),
                     last_change: k.last_change,
                     endpoint: e.endpoint_report(),
+                    remediation: e.remediation.clone(),
                     ..TargetReport::new(
                         &e.target.key,
                         k.view(),

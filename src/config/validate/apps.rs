@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use super::durations::{USERSIG_TTL, duration};
 use super::expect;
+use super::remediate::remediate;
 use super::resolve_path;
 use crate::config::raw::{RawApp, RawExpect};
-use crate::config::{App, Diagnostics, Pos, Region, SecretSource, Severity};
+use crate::config::{App, Diagnostics, Pos, Region, Remediate, SecretSource, Severity};
 use crate::drift::Expected;
 use crate::product::Product;
 use crate::secret::SecretKey;
@@ -22,6 +23,8 @@ pub(super) struct Context<'a> {
     /// block expects.
     pub(super) global_expects: &'a BTreeMap<Product, Expected>,
     pub(super) regions: &'a BTreeMap<String, Region>,
+    /// The global `remediate:`, checked, for an app's own block to override.
+    pub(super) remediate: Remediate,
     /// Where relative secret files are taken from.
     pub(super) base_dir: &'a Path,
 }
@@ -126,6 +129,12 @@ fn app(raw: RawApp, path: &str, context: &Context, diagnostics: &mut Diagnostics
         diagnostics,
     );
     let usersig_ttl = usersig_ttl(raw.usersig_ttl.as_deref(), path, &name, diagnostics);
+    let remediate = remediate(
+        raw.remediate.as_ref(),
+        context.remediate,
+        &field("remediate"),
+        diagnostics,
+    );
     let watched = products(raw.products, path, &name, diagnostics);
     let products = expectations(
         &watched,
@@ -143,6 +152,7 @@ fn app(raw: RawApp, path: &str, context: &Context, diagnostics: &mut Diagnostics
         identifier,
         secret,
         usersig_ttl,
+        remediate,
         products,
         secret_pos,
     })

@@ -8,6 +8,7 @@ mod endpoint_probe;
 mod expect;
 mod poll;
 mod regions;
+mod remediate;
 mod server;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub(super) fn validate(raw: RawConfig, diagnostics: &mut Diagnostics, base_dir: 
         poll,
         rate_limit,
         endpoint_probe,
+        remediate,
         regions,
         expect,
         apps,
@@ -44,6 +46,12 @@ pub(super) fn validate(raw: RawConfig, diagnostics: &mut Diagnostics, base_dir: 
         ..endpoint_probe
     };
     let regions = regions::regions(regions.unwrap_or_default(), diagnostics);
+    let remediate = remediate::remediate(
+        remediate.as_ref(),
+        super::Remediate::default(),
+        "remediate",
+        diagnostics,
+    );
 
     expect::check_nesting(expect.as_ref(), "expect", diagnostics);
     let global = [expect::Scope {
@@ -58,6 +66,7 @@ pub(super) fn validate(raw: RawConfig, diagnostics: &mut Diagnostics, base_dir: 
         global: expect.as_ref(),
         global_expects: &global_expects,
         regions: &regions,
+        remediate,
         base_dir,
     };
     let apps = apps::apps(apps.unwrap_or_default(), &context, diagnostics);
@@ -73,6 +82,7 @@ pub(super) fn validate(raw: RawConfig, diagnostics: &mut Diagnostics, base_dir: 
         poll,
         rate_limit,
         endpoint_probe,
+        remediate,
         regions,
         apps,
     };
