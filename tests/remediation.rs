@@ -505,3 +505,57 @@ async fn writes_and_reads_share_the_one_rate_limit() {
         stats.max_requests_in_any_second
     );
 }
+
+/// Runs calldrift with `args` under `script`, so stdin, stdout and stderr are a terminal
+/// as at an operator's shell, typing `typed`; returns the exit code and what it showed.
+async fn on_a_terminal(args: &[&str], typed: &'static str) -> (Option<i32>, String) {
+    let command = std::iter::once(env!("CARGO_BIN_EXE_calldrift"))
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new("script")
+            .args(["-q", "-e", "-c", &command, "/dev/null"])
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run script");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(typed.as_bytes()).expect("type");
+        // Typed, then held open until the program is done: closing a terminal's input
+        // early would hang it up.
+        let out = std::thread::scope(|s| {
+            let waited = s.spawn(|| child.wait_with_output().expect("wait"));
+            let out = waited.join().expect("join");
+            drop(stdin);
+            out
+        });
+        (out.status.code(), text(&out))
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test]
+async fn apply_on_a_terminal_asks_and_writes_only_after_yes() {
+    let (sim, _dir, path) = mixed_fleet().await;
+    let (code, shown) = on_a_terminal(&["apply", "-c", &path], "no\n").await;
+    assert_eq!(code, Some(1), "{shown}");
+    assert!(
+        shown.contains("Apply 5 changes? Only 'yes' is accepted: "),
+        "{shown}"
+    );
+    assert!(shown.contains("not confirmed; nothing written"), "{shown}");
+    assert_eq!(sim.stats().writes_total, 0, "a no writes nothing");
+
+    let (code, shown) = on_a_terminal(&["apply", "-c", &path], "yes\n").await;
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.contains("5 writes: 5 applied and verified, 0 failed"),
+        "{shown}"
+    );
+    assert_no_secret(&shown);
+    assert_eq!(sim.stats().writes_total, 5);
+}
