@@ -174,12 +174,7 @@ fn start(
         shard.apply(&mut config);
     }
     let web_config = check_start(&config)?;
-    let metrics = Arc::new(Metrics::new(
-        env!("CARGO_PKG_VERSION"),
-        env!("CALLDRIFT_REVISION"),
-    ));
-    metrics.reload_successful.set(1);
-    metrics.reload_success_time.set(clock.unix_f64());
+    let metrics = started_metrics(clock.as_ref());
     let client = new_client(&config, resolver.clone(), &clock, &metrics)?;
     let prober = reload::new_prober(&config, resolver.clone(), &clock)?;
 
@@ -206,16 +201,10 @@ fn start(
         web: RwLock::new(Arc::new(web_config)),
     });
     let state_path: StatePath = Arc::new(std::sync::Mutex::new(config.state_file.clone()));
-    let writer = StateWriter {
-        status: status.clone(),
-        enforcer: enforcer.clone(),
-        metrics: metrics.clone(),
-        clock: clock.clone(),
-    };
     let tasks = Tasks::spawn(
         plan_rx,
         prober_rx,
-        writer,
+        StateWriter::new(&status, &enforcer, &metrics, &clock),
         listener,
         app_state.clone(),
         state_path.clone(),
@@ -241,6 +230,17 @@ fn start(
         state_path,
         tasks,
     })
+}
+
+/// The process's metrics, the start counting as the first successful load.
+fn started_metrics(clock: &dyn Clock) -> Arc<Metrics> {
+    let metrics = Arc::new(Metrics::new(
+        env!("CARGO_PKG_VERSION"),
+        env!("CALLDRIFT_REVISION"),
+    ));
+    metrics.reload_successful.set(1);
+    metrics.reload_success_time.set(clock.unix_f64());
+    metrics
 }
 
 /// What can refuse the start, before anything runs: the web config (its warnings logged)
@@ -453,12 +453,7 @@ impl Running {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let writer = StateWriter {
-            status: self.status.clone(),
-            enforcer: self.enforcer.clone(),
-            metrics: self.metrics.clone(),
-            clock: self.clock.clone(),
-        };
+        let writer = StateWriter::new(&self.status, &self.enforcer, &self.metrics, &self.clock);
         // File IO off the runtime thread, as every write is.
         let _ = tokio::task::spawn_blocking(move || writer.write(state_path.as_ref())).await;
         match self.tasks.server.stop().await {

@@ -53,10 +53,24 @@ pub(super) struct StateWriter {
     pub(super) status: Arc<Status>,
     pub(super) enforcer: Arc<Enforcer>,
     pub(super) metrics: Arc<Metrics>,
-    pub(super) clock: Arc<dyn Clock>,
+    clock: Arc<dyn Clock>,
 }
 
 impl StateWriter {
+    pub(super) fn new(
+        status: &Arc<Status>,
+        enforcer: &Arc<Enforcer>,
+        metrics: &Arc<Metrics>,
+        clock: &Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            status: status.clone(),
+            enforcer: enforcer.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+        }
+    }
+
     /// Writes the state file if there is one; returns whether that failed.
     pub(super) fn write(&self, path: Option<&PathBuf>) -> bool {
         let Some(path) = path else { return false };
