@@ -279,33 +279,35 @@ async fn plan_lists_each_action_writes_nothing_and_exits_two() {
         json["summary"],
         serde_json::json!({"targets": 7, "changes": 5, "unmanaged": 1, "errors": 0})
     );
-    let rows: Vec<(String, String, String, String)> = json["targets"]
+    // The JSON's actions are none, set, delete and unmanaged for every product; `api`
+    // says which call a write makes (room and live: set creates, update modifies).
+    let row = |t: &serde_json::Value| {
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+        [
+            &t["app"],
+            &t["product"],
+            &t["action"],
+            &t["api"],
+            &t["reason"],
+        ]
+        .map(s)
+    };
+    let rows: Vec<[String; 5]> = json["targets"]
         .as_array()
         .expect("targets")
         .iter()
-        .map(|t| {
-            let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
-            (
-                s(&t["app"]),
-                s(&t["product"]),
-                s(&t["action"]),
-                s(&t["reason"]),
-            )
-        })
+        .map(row)
         .collect();
     let want = [
-        ("clean", "call", "none", "-"),
-        ("drifted", "call", "set", "-"),
-        ("loose", "call", "unmanaged", "url_prefix_only"),
-        ("gone", "call", "delete", "-"),
-        ("rooms", "room", "update", "-"),
-        ("rooms", "live", "update", "-"),
-        ("newroom", "room", "set", "-"),
-    ];
-    let want: Vec<(String, String, String, String)> = want
-        .iter()
-        .map(|(a, p, x, r)| ((*a).into(), (*p).into(), (*x).into(), (*r).into()))
-        .collect();
+        ["clean", "call", "none", "-", "-"],
+        ["drifted", "call", "set", "call_config/set_callback", "-"],
+        ["loose", "call", "unmanaged", "-", "url_prefix_only"],
+        ["gone", "call", "delete", "call_config/delete_callback", "-"],
+        ["rooms", "room", "set", "room_config/update_callback", "-"],
+        ["rooms", "live", "set", "live_config/update_callback", "-"],
+        ["newroom", "room", "set", "room_config/set_callback", "-"],
+    ]
+    .map(|r| r.map(str::to_owned));
     assert_eq!(rows, want);
     let drifted = &json["targets"][1];
     assert_eq!(drifted["sdkappid"], 2);

@@ -15,16 +15,19 @@ use crate::config::{Config, Secrets};
 use crate::product::Product;
 use crate::remedy::{self, Remedy, Unmanaged, Write};
 use crate::report::{ObservedView, count};
-use crate::tencent::{Client, PollOutcome, Target};
+use crate::tencent::{Client, PollOutcome, Target, WriteApi};
 
 pub use apply::{ApplyReport, TargetApplied, apply};
 
-/// What a plan does to one target: the `action` of its JSON.
+/// What a plan does to one target: the `action` of its JSON. An update is a `set` there
+/// (the configuration is set to what is desired; `api` says which call does it), so the
+/// JSON's actions stay `none`, `set`, `delete` and `unmanaged` for every product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     None,
     Set,
+    #[serde(rename = "set")]
     Update,
     Delete,
     Unmanaged,
@@ -60,6 +63,10 @@ pub struct PlannedTarget {
     pub product: Product,
     /// `None` (JSON `null`) when the target could not be read.
     pub action: Option<Action>,
+    /// The call a write makes first, such as `room_config/update_callback`; `null` without
+    /// a write. (The gateway's answer may switch a room or live set to an update once, or
+    /// back.)
+    pub api: Option<String>,
     /// Why an unmanaged target is not written (`presence_any`, `url_prefix_only`, …).
     pub reason: Option<Unmanaged>,
     /// What was read.
@@ -83,6 +90,7 @@ impl PlannedTarget {
             region: key.region.clone(),
             product: key.product,
             action: None,
+            api: None,
             reason: None,
             current: None,
             desired: None,
@@ -105,6 +113,8 @@ impl PlannedTarget {
             }
             Remedy::Write(write) => {
                 planned.action = Some(Action::of(&write));
+                let api = WriteApi::for_write(key.product, &write);
+                planned.api = Some(format!("{}/{}", key.product.api_family(), api.as_str()));
                 planned.desired = Some(ObservedView::from(&write.outcome()));
                 planned.write = Some(write);
             }
