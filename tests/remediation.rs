@@ -561,3 +561,38 @@ async fn apply_on_a_terminal_asks_and_writes_only_after_yes() {
     assert_no_secret(&shown);
     assert_eq!(sim.stats().writes_total, 5);
 }
+
+/// `calldrift plan --format json | head -1` closes the pipe early: no panic, the exit
+/// status still says what the plan found; `check` and `validate` alike.
+#[tokio::test]
+async fn a_reader_that_stops_early_is_no_panic() {
+    let (sim, _dir, path) = mixed_fleet().await;
+    let cases: [(&[&str], i32); 3] = [
+        (&["plan", "--format", "json"], 2),
+        (&["check"], 2),
+        (&["validate"], 0),
+    ];
+    for (args, code) in cases {
+        let mut args = args.to_vec();
+        args.extend(["-c", &path]);
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_calldrift"))
+                .args(&args)
+                .env_remove("RUST_LOG")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn");
+            // The reader is gone before anything is written.
+            drop(child.stdout.take());
+            child.wait_with_output().expect("wait")
+        })
+        .await
+        .expect("join");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(out.status.code(), Some(code), "{stderr}");
+    }
+    assert_eq!(sim.stats().writes_total, 0);
+}

@@ -1,5 +1,6 @@
 //! The one-shot commands: `check`, `validate`, `snapshot` and `usersig`.
 
+use super::stdout::emit;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -64,8 +65,8 @@ pub(super) fn check(
         ))?;
     }
     match format {
-        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        ReportFormat::Text => print!("{}", report.to_text()),
+        ReportFormat::Json => emit(format!("{}\n", serde_json::to_string_pretty(&report)?))?,
+        ReportFormat::Text => emit(report.to_text())?,
     }
     Ok(ExitCode::from(report.exit_code()))
 }
@@ -85,7 +86,7 @@ pub(super) fn usersig(
         SystemClock.unix_secs(),
         expire.as_secs(),
     );
-    println!("{}", sig.expose());
+    emit(format!("{}\n", sig.expose()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -163,7 +164,7 @@ pub(super) fn snapshot(
                 count(config.target_count(), "target", "targets")
             );
         }
-        None => print!("{}", snapshot.text),
+        None => emit(&snapshot.text)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -217,12 +218,12 @@ pub(super) fn validate(path: &Path) -> ExitCode {
                     return ExitCode::from(1);
                 }
             }
-            println!(
-                "{}: valid ({}, {})",
+            let _ = emit(format!(
+                "{}: valid ({}, {})\n",
                 path.display(),
                 count(loaded.config.apps.len(), "app", "apps"),
                 count(loaded.config.target_count(), "target", "targets")
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(e) => {

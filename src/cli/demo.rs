@@ -1,5 +1,6 @@
 //! `calldrift demo`: the simulator's example story and the daemon against it.
 
+use super::stdout::emit;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -52,22 +53,25 @@ pub(super) async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     let simulator = Simulator::new(scenario, Arc::new(SystemClock))?;
     let sim_shutdown = shutdown.clone();
     let sim_task = tokio::spawn(async move { simulator.run(sim_listener, sim_shutdown).await });
-    println!(
-        "calldrift demo: a simulated Chat API on http://{sim_addr} tells a story of four apps:"
-    );
-    println!("  clean (https, both commands, and a TUIRoomKit config watched as a second target),");
-    println!("  plain-http (http:// URL), missing (no config), rotating (its commands change");
-    println!("  every 30 s). calldrift polls each every 5 s.");
-    println!();
-    println!("  landing page   http://{listen}/");
-    println!("  metrics        http://{listen}/metrics");
-    println!("  JSON           http://{listen}/api/v1/targets");
-    println!();
-    println!(
-        "  curl -s http://{listen}/metrics | grep -E '^calldrift_(drift\\{{.*\\}} 1|callback_config_changes_total)'"
-    );
-    println!();
-    println!("Ctrl-C stops it.");
+    let grep = "grep -E '^calldrift_(drift\\{.*\\} 1|callback_config_changes_total)'";
+    let intro = [
+        format!(
+            "calldrift demo: a simulated Chat API on http://{sim_addr} tells a story of four apps:"
+        ),
+        "  clean (https, both commands, and a TUIRoomKit config watched as a second target),"
+            .into(),
+        "  plain-http (http:// URL), missing (no config), rotating (its commands change".into(),
+        "  every 30 s). calldrift polls each every 5 s.".into(),
+        String::new(),
+        format!("  landing page   http://{listen}/"),
+        format!("  metrics        http://{listen}/metrics"),
+        format!("  JSON           http://{listen}/api/v1/targets"),
+        String::new(),
+        format!("  curl -s http://{listen}/metrics | {grep}"),
+        String::new(),
+        "Ctrl-C stops it.\n".into(),
+    ];
+    emit(intro.join("\n"))?;
     let (handle, inbox) = daemon::reload_channel();
     tokio::spawn(cancel_on_signal(shutdown.clone(), Some(handle)));
     let options = daemon::Options {

@@ -9,6 +9,7 @@ mod logging;
 mod progress;
 mod remediation;
 mod serve;
+mod stdout;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! `calldrift plan` and `calldrift apply`: one pass with a progress line, the plan as
 //! text or JSON, and for `apply` the confirmation, the writes and their verification.
 
+use super::stdout::emit;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -57,8 +58,8 @@ pub(super) fn plan(
         return Ok(ExitCode::from(1));
     };
     match format {
-        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&pass.plan)?),
-        ReportFormat::Text => print!("{}", pass.plan.to_text()),
+        ReportFormat::Json => emit(format!("{}\n", serde_json::to_string_pretty(&pass.plan)?))?,
+        ReportFormat::Text => emit(pass.plan.to_text())?,
     }
     Ok(ExitCode::from(pass.plan.exit_code()))
 }
@@ -76,18 +77,18 @@ pub(super) fn apply(
     let Some((runtime, pass)) = read(config, apps, quiet, cli_level, cli_format)? else {
         return Ok(ExitCode::from(1));
     };
-    print!("{}", pass.plan.to_text());
+    emit(pass.plan.to_text())?;
     let unread = pass.plan.summary.errors > 0;
     let changes = pass.plan.summary.changes;
     if changes == 0 {
-        println!("nothing to apply");
+        emit("nothing to apply\n")?;
         return Ok(ExitCode::from(if unread { 1 } else { 0 }));
     }
     if !yes && !confirmed(changes)? {
         return Ok(ExitCode::from(1));
     }
     let report = runtime.block_on(plan::apply(&pass));
-    print!("{}", report.to_text());
+    emit(report.to_text())?;
     let ok = report.all_verified() && !unread;
     Ok(ExitCode::from(if ok { 0 } else { 1 }))
 }

@@ -1,5 +1,6 @@
 //! The long-running commands: `run` and `simulate`, their listeners and signals.
 
+use super::stdout::emit;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -80,9 +81,15 @@ pub(super) fn simulate(
         }
         let simulator = Simulator::new(scenario, Arc::new(SystemClock))?;
         let scheme = if simulator.is_tls() { "https" } else { "http" };
-        println!("simulated Chat API listening on {scheme}://{}", listener.local_addr()?);
+        emit(format!(
+            "simulated Chat API listening on {scheme}://{}\n",
+            listener.local_addr()?
+        ))?;
         if let Some(ca) = simulator.ca_file() {
-            println!("its CA certificate (a config's ca_file): {}", ca.display());
+            emit(format!(
+                "its CA certificate (a config's ca_file): {}\n",
+                ca.display()
+            ))?;
         }
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone(), None));
