@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use calldrift::sim::CallbackConfig;
@@ -333,19 +333,7 @@ async fn enforce_restores_a_changed_target_and_logs_no_secret() {
         config_yaml(&sim, &settings, &[managed("prod", 1, "{}")]),
     )
     .expect("write config");
-    let child = Command::new(env!("CARGO_BIN_EXE_calldrift"))
-        .args([
-            "run",
-            "-c",
-            config.to_str().expect("utf8"),
-            "--log-format",
-            "json",
-        ])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn calldrift run");
+    let child = spawn_run(&config);
     let base = format!("http://127.0.0.1:{port}");
     wait_until(WAIT, "ready", || async {
         matches!(http().get(format!("{base}/-/ready")).send().await, Ok(r) if r.status() == 200)

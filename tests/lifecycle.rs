@@ -2,27 +2,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use calldrift::sim::CallbackConfig;
 use common::*;
 
-fn spawn_run(config: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_calldrift"))
-        .args([
-            "run",
-            "-c",
-            config.to_str().expect("utf8"),
-            "--log-format",
-            "json",
-        ])
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn calldrift run")
-}
 
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")

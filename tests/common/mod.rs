@@ -421,3 +421,20 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// `calldrift run -c CONFIG --log-format json` as a process, its logs on a pipe.
+pub fn spawn_run(config: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_calldrift"))
+        .args([
+            "run",
+            "-c",
+            config.to_str().expect("utf8"),
+            "--log-format",
+            "json",
+        ])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn calldrift run")
+}
