@@ -808,3 +808,41 @@ async fn http_through_a_proxy_goes_in_absolute_form_with_the_proxy_credentials()
         "{head}"
     );
 }
+
+/// `check --app a` reads only a's key: another app's key may be missing (an operator with
+/// access to one app's key checks that app), while the whole pass needs every key.
+#[tokio::test]
+async fn check_of_named_apps_reads_only_their_keys() {
+    let sim = Sim::start(vec![app(1, clean()), app(2, clean())]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = config_yaml(
+        &sim,
+        "",
+        &[
+            app_yaml("one", 1, ""),
+            app_yaml_env("two", 2, "").replace("KEY_2", "CALLDRIFT_TEST_UNSET_KEY"),
+        ],
+    );
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let path = path.to_str().expect("utf8").to_owned();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            calldrift(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+    };
+    let args = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+    let one = run(args(&["check", "-c", &path, "--app", "one"]))
+        .await
+        .expect("join");
+    assert_eq!(
+        one.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let all = run(args(&["check", "-c", &path])).await.expect("join");
+    assert_eq!(all.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&all.stderr);
+    assert!(stderr.contains("CALLDRIFT_TEST_UNSET_KEY"), "{stderr}");
+}

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use calldrift::sim::CallbackConfig;
 use common::*;
 
-
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
         .args([&format!("-{name}"), &child.id().to_string()])

@@ -34,7 +34,8 @@ pub(super) fn check(
         shard,
         endpoint,
     } = scope;
-    let Some(loaded) = load_and_start_logging(&config.config, shard.shard, cli_level, cli_format)
+    let Some(loaded) =
+        load_and_start_logging(&config.config, shard.shard, &apps, cli_level, cli_format)
     else {
         return Ok(ExitCode::from(1));
     };

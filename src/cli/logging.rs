@@ -49,16 +49,22 @@ pub(super) fn log_format(cli: Option<LogFormatArg>, config: LogFormat) -> LogFor
     }
 }
 
-/// Loads the config with the secrets of `shard`'s apps (printing every problem on failure),
-/// then sets up logging from it and logs its warnings: the start of `run` and `check`.
+/// Loads the config with the secrets of `shard`'s apps, of only `apps` when some are named
+/// (printing every problem on failure), then sets up logging from it and logs its
+/// warnings: the start of `run`, `check`, `plan` and `apply`.
 pub(super) fn load_and_start_logging(
     path: &Path,
     shard: Option<Shard>,
+    apps: &[String],
     cli_level: &Option<String>,
     cli_format: Option<LogFormatArg>,
 ) -> Option<config::LoadedConfig> {
     let env = |name: &str| std::env::var(name).ok();
-    let loaded = match config::load_selected(path, &env, &|app| shard::polls(shard, app)) {
+    // Only the keys of the apps the command reads: `check --app prod` needs no other key.
+    let wanted = |app: &config::App| {
+        shard::polls(shard, app) && (apps.is_empty() || apps.contains(&app.name))
+    };
+    let loaded = match config::load_selected(path, &env, &wanted) {
         Ok(loaded) => loaded,
         Err(e) => {
             for line in e.diagnostics() {

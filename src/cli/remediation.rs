@@ -24,7 +24,8 @@ fn read(
     cli_level: &Option<String>,
     cli_format: Option<LogFormatArg>,
 ) -> anyhow::Result<Option<(tokio::runtime::Runtime, Pass)>> {
-    let Some(loaded) = load_and_start_logging(&config.config, None, cli_level, cli_format) else {
+    let Some(loaded) = load_and_start_logging(&config.config, None, &apps, cli_level, cli_format)
+    else {
         return Ok(None);
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -27,7 +27,8 @@ pub(super) fn run_daemon(
     cli_level: &Option<String>,
     cli_format: Option<LogFormatArg>,
 ) -> anyhow::Result<ExitCode> {
-    let Some(loaded) = load_and_start_logging(&config.config, shard.shard, cli_level, cli_format)
+    let Some(loaded) =
+        load_and_start_logging(&config.config, shard.shard, &[], cli_level, cli_format)
     else {
         return Ok(ExitCode::from(1));
     };
