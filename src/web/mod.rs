@@ -273,15 +273,25 @@ fn validate_users(
                 format!("basic_auth_users: user name {user:?} cannot be sent in basic auth (empty or containing ':')"),
             );
         }
-        if let Err(why) = check_bcrypt(&hash) {
+        match check_bcrypt(&hash) {
             // The hash itself is not repeated: it is credential material.
-            report.error(
+            Err(why) => report.error(
                 &path,
                 format!(
                     "basic_auth_users: the hash of user {user:?} is not a bcrypt hash ({why}); \
                      make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n'"
                 ),
-            );
+            ),
+            Ok(cost) if cost > MAX_COST => report.error(
+                &path,
+                format!(
+                    "basic_auth_users: the hash of user {user:?} has bcrypt cost {cost}; \
+                     each step doubles the work (cost 10 takes about 0.1 s), so above \
+                     {MAX_COST} one check outlasts a scrape's timeout and a few wrong \
+                     passwords hold every login; make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n'"
+                ),
+            ),
+            Ok(_) => {}
         }
         users.insert(user, hash);
     }
@@ -316,9 +326,13 @@ fn warn_mixed_costs(users: &BTreeMap<String, String>, report: &mut Diagnostics) 
     );
 }
 
+/// The highest bcrypt cost accepted: cost 16 takes several seconds per check on a
+/// server core, near a scrape's 10 s timeout; cost 31 would take days.
+const MAX_COST: u32 = 16;
+
 /// Accepts what `bcrypt::verify` can check: `$2a$`, `$2b$` or `$2y$`, cost 4 to 31,
-/// 22 characters of salt and 31 of hash.
-fn check_bcrypt(hash: &str) -> Result<(), String> {
+/// 22 characters of salt and 31 of hash; gives the cost.
+fn check_bcrypt(hash: &str) -> Result<u32, String> {
     if !["$2a$", "$2b$", "$2y$"]
         .iter()
         .any(|prefix| hash.starts_with(prefix))
@@ -331,7 +345,7 @@ fn check_bcrypt(hash: &str) -> Result<(), String> {
     if !(4..=31).contains(&parts.get_cost()) {
         return Err(format!("cost {} is outside 4 to 31", parts.get_cost()));
     }
-    Ok(())
+    Ok(parts.get_cost())
 }
 
 #[cfg(test)]
@@ -479,6 +493,20 @@ mod tests {
                 "{errors:?}"
             );
         }
+        // A valid hash of a cost no login could wait for: refused, not echoed.
+        let slow = format!("$2b$20${}", &good[7..]);
+        let errors = errors(
+            dir.path(),
+            &format!("basic_auth_users:\n  bob: \"{slow}\"\n"),
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "web.yml:2:8: basic_auth_users: the hash of user \"bob\" has bcrypt cost 20;"
+            ),
+            "{errors:?}"
+        );
+        assert!(!errors[0].contains(&slow), "the hash is echoed: {errors:?}");
         for prefix in ["$2a$", "$2y$"] {
             let text = format!(
                 "basic_auth_users:\n  bob: \"{}\"\n",
