@@ -14,6 +14,7 @@ pub mod transport;
 pub mod usersig;
 mod write;
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -351,7 +352,7 @@ impl Client {
         };
         let read = Box::pin(self.http.post(
             base,
-            &path,
+            path,
             &REQUEST_HEADERS,
             payload,
             MAX_BODY_BYTES,
@@ -399,17 +400,14 @@ fn request_path(target: &Target, api: &str, now_unix: u64) -> String {
     path.push_str(target.key.product.api_family());
     path.push('/');
     path.push_str(api);
-    path.push_str("?sdkappid=");
-    path.push_str(&target.key.sdkappid.to_string());
-    path.push_str("&identifier=");
+    // Numbers are formatted straight into the path; writing to a String cannot fail.
+    let _ = write!(path, "?sdkappid={}&identifier=", target.key.sdkappid);
     path.extend(url::form_urlencoded::byte_serialize(
         target.identifier.as_bytes(),
     ));
     path.push_str("&usersig=");
     path.push_str(usersig.expose());
-    path.push_str("&random=");
-    path.push_str(&random.to_string());
-    path.push_str("&contenttype=json");
+    let _ = write!(path, "&random={random}&contenttype=json");
     path
 }
 
