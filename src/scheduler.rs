@@ -437,6 +437,7 @@ mod tests {
                 bases: crate::tencent::BaseUrls::new("http://127.0.0.1:1".to_owned(), None),
                 usersig,
                 expect: crate::drift::Expected::default_for(key.product),
+                last_response: Arc::default(),
                 key,
             })
         };
