@@ -26,7 +26,7 @@ pub enum CheckError {
 
 /// The report line for one target after one poll.
 pub fn target_report(target: &Target, outcome: &PollOutcome) -> TargetReport {
-    let (observed, findings, error) = match &outcome.result {
+    let (observed, findings, error) = match outcome.result.as_deref() {
         Ok(observed) => (
             Some(ObservedView::from(observed)),
             drift::check(&target.expect, observed),

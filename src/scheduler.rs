@@ -94,7 +94,7 @@ struct Dispatcher {
     plan: Arc<Plan>,
     slots: Arc<Semaphore>,
     queue: Queue,
-    in_flight: Arc<Mutex<HashSet<TargetKey>>>,
+    in_flight: Arc<Mutex<HashSet<Running>>>,
     warned_behind: bool,
     status: Arc<Status>,
     enforcer: Arc<Enforcer>,
@@ -169,7 +169,7 @@ impl Dispatcher {
                 .in_flight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(target.key.clone());
+                .insert(Running(target.clone()));
             if already_running {
                 self.status.skipped(&target.key);
                 self.queue.push(after(due, self.plan.interval), index);
@@ -243,6 +243,31 @@ impl Dispatcher {
         });
     }
 }
+
+/// A target with a poll in flight, known by its key: a target of a replaced plan is the
+/// same target as its successor. Holds the target, so marking it costs a reference count,
+/// not a copy of the key.
+struct Running(Arc<Target>);
+
+impl std::borrow::Borrow<TargetKey> for Running {
+    fn borrow(&self) -> &TargetKey {
+        &self.0.key
+    }
+}
+
+impl std::hash::Hash for Running {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.key.hash(state);
+    }
+}
+
+impl PartialEq for Running {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for Running {}
 
 fn plan_keys(plan: &Plan) -> Vec<TargetKey> {
     plan.targets.iter().map(|t| t.key.clone()).collect()
@@ -395,6 +420,35 @@ mod tests {
         assert_eq!(popped.len(), 1, "the others are spread decades away");
         queue.replan(keys(&["a", "b", "c", "d"]), Duration::MAX, now);
         assert_eq!(dispatch_step(Duration::MAX), DISPATCH_STEP);
+    }
+
+    #[test]
+    fn a_running_target_is_found_by_its_key_across_plans() {
+        let target = |app: &str| {
+            let key = TargetKey::new(app, 1, "r", crate::product::Product::Call);
+            let usersig = Arc::new(crate::tencent::usersig::UserSigCache::new(
+                crate::secret::SecretKey::new("k"),
+                1,
+                "admin".to_owned(),
+                86_400,
+            ));
+            Arc::new(Target {
+                identifier: "admin".to_owned(),
+                bases: crate::tencent::BaseUrls::new("http://127.0.0.1:1".to_owned(), None),
+                usersig,
+                expect: crate::drift::Expected::default_for(key.product),
+                last_response: Arc::default(),
+                key,
+            })
+        };
+        let mut running = HashSet::new();
+        assert!(running.insert(Running(target("a"))));
+        // The same target of a reloaded plan is another allocation with an equal key.
+        assert!(!running.insert(Running(target("a"))));
+        assert!(running.contains(&target("a").key));
+        assert!(!running.contains(&target("b").key));
+        assert!(running.remove(&target("a").key));
+        assert!(running.is_empty());
     }
 
     #[test]

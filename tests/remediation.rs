@@ -58,7 +58,7 @@ async fn a_room_config_created_between_read_and_write_ends_updated() {
     let (client, targets) = client_and_targets(&sim, &[room_app(1)]);
     let target = &targets[0];
     let read = client.get_callback(target).await;
-    assert_eq!(read.result, Ok(Observed::Absent));
+    assert_eq!(read.result.as_deref(), Ok(&Observed::Absent));
     let write = match remedy::decide(Product::Room, &target.expect, &Observed::Absent) {
         Remedy::Write(write) => write,
         other => panic!("{other:?}"),

@@ -184,7 +184,7 @@ impl Enforcer {
     ) -> bool {
         let now = self.clock.unix_f64();
         let (step, limits) = self.decide(target, outcome, generation, now);
-        let observed = outcome.result.as_ref().ok();
+        let observed = outcome.result.as_deref().ok();
         match step {
             Step::Nothing => false,
             Step::Report(write) => {
@@ -239,7 +239,7 @@ impl Enforcer {
         {
             return (Step::Nothing, limits);
         }
-        let Ok(observed) = &outcome.result else {
+        let Ok(observed) = outcome.result.as_deref() else {
             // Says nothing about the configuration: the streak and what is shown stay.
             inner.guard.observe(key, &limits, now, Seen::Failed);
             return (Step::Nothing, limits);
@@ -408,7 +408,7 @@ mod tests {
     /// The config is absent: a set would repair it.
     fn absent() -> PollOutcome {
         PollOutcome {
-            result: Ok(Observed::Absent),
+            result: Ok(Arc::new(Observed::Absent)),
             request_id: None,
             attempts: 1,
         }

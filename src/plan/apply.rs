@@ -41,7 +41,7 @@ impl TargetApplied {
         if let (Ok(_), Some(id)) = (&self.write.result, &self.write.request_id) {
             line.push_str(&format!(" (RequestId {id})"));
         }
-        let read = match &self.read.result {
+        let read = match self.read.result.as_deref() {
             Ok(_) if self.verified => "verified clean".to_owned(),
             Ok(observed) => format!("NOT verified: read back {}", ObservedView::from(observed)),
             Err(e) => format!("NOT verified: the read back failed: {e}"),

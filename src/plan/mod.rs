@@ -97,7 +97,7 @@ impl PlannedTarget {
             error: None,
             write: None,
         };
-        let observed = match &outcome.result {
+        let observed = match outcome.result.as_deref() {
             Ok(observed) => observed,
             Err(e) => {
                 planned.error = Some(e.to_string());
@@ -303,12 +303,13 @@ mod tests {
                 86_400,
             )),
             expect,
+            last_response: Arc::default(),
         }
     }
 
     fn read(result: Result<Observed, PollError>) -> PollOutcome {
         PollOutcome {
-            result,
+            result: result.map(Arc::new),
             request_id: None,
             attempts: 1,
         }

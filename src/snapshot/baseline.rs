@@ -3,6 +3,7 @@
 //! the rules in the [module doc](super)).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::config::{Config, TargetKey};
 use crate::drift::{Expected, ExtraCommands, Observed, Presence};
@@ -141,7 +142,7 @@ fn authoritative(
         match outcomes.remove(&key) {
             Some(PollOutcome {
                 result: Ok(seen), ..
-            }) => observed.push((key, seen)),
+            }) => observed.push((key, Arc::unwrap_or_clone(seen))),
             Some(PollOutcome {
                 result: Err(e),
                 request_id,
@@ -233,7 +234,7 @@ mod tests {
         let config = parse(text);
         let key = |region: &str| TargetKey::new("a", 1, region, Product::Call);
         let ok = |seen: Observed| PollOutcome {
-            result: Ok(seen),
+            result: Ok(Arc::new(seen)),
             request_id: Some("req-1".into()),
             attempts: 1,
         };

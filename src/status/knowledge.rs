@@ -7,6 +7,7 @@
 //! (ErrorCode 0 or 100301); a failed poll changes `up`, the error and the timestamps only.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::drift::{self, Expected, Finding, Observed};
 use crate::report::{self, ObservedView, Verdict};
@@ -16,7 +17,8 @@ use crate::tencent::{PollError, PollOutcome};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Knowledge {
     /// The last authoritative observation since start; the raw URL stays in memory.
-    pub observed: Option<Observed>,
+    /// Shared with the client's last answer (see [`crate::tencent::LastResponse`]).
+    pub observed: Option<Arc<Observed>>,
     /// The redacted observation from the state file, shown until the first answer.
     pub saved_view: Option<ObservedView>,
     pub findings: Vec<Finding>,
@@ -39,7 +41,7 @@ impl Knowledge {
     /// The observation as shown: the live one, else the saved one.
     pub fn view(&self) -> Option<ObservedView> {
         self.observed
-            .as_ref()
+            .as_deref()
             .map(ObservedView::from)
             .or_else(|| self.saved_view.clone())
     }
@@ -130,7 +132,7 @@ pub fn recheck(known: &mut Knowledge, expect: &Expected) -> Vec<Event> {
 fn take_observation(
     known: &mut Knowledge,
     expect: &Expected,
-    observed: &Observed,
+    observed: &Arc<Observed>,
     now: f64,
     decision: &mut Decision,
 ) {
@@ -203,7 +205,7 @@ mod tests {
 
     fn answer(observed: Observed) -> PollOutcome {
         PollOutcome {
-            result: Ok(observed),
+            result: Ok(Arc::new(observed)),
             request_id: Some("req".to_owned()),
             attempts: 1,
         }

@@ -1,9 +1,11 @@
 //! The gateway's answers: what an ErrorCode means, what a failed poll was, and the
 //! lenient decoding of a `get_callback` body. No IO: the client hands bodies in.
 
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::drift::Observed;
 
@@ -124,7 +126,8 @@ impl PollError {
 /// The result of polling one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollOutcome {
-    pub result: Result<Observed, PollError>,
+    /// Shared: an unchanged answer is the observation taken before (see [`LastResponse`]).
+    pub result: Result<Arc<Observed>, PollError>,
     /// RequestId of the last answer, if the gateway gave one.
     pub request_id: Option<String>,
     /// HTTP requests sent, retries included.
@@ -134,7 +137,7 @@ pub struct PollOutcome {
 impl PollOutcome {
     /// ErrorCode of the last answer: 0 present, 100301 absent, the code of a failure, -1 for none.
     pub fn error_code(&self) -> i64 {
-        match &self.result {
+        match self.result.as_deref() {
             Ok(Observed::Present { .. }) => 0,
             Ok(Observed::Absent) => CODE_NO_CONFIG,
             Err(e) => e.error_code(),
@@ -143,15 +146,16 @@ impl PollOutcome {
 }
 
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<'a> {
     #[serde(rename = "ErrorCode")]
     error_code: Option<i64>,
     #[serde(rename = "ErrorInfo", default)]
     error_info: Option<String>,
     #[serde(rename = "RequestId", default)]
     request_id: Option<String>,
-    #[serde(rename = "Response", default)]
-    response: Option<CallbackBody>,
+    /// Kept as written, to be compared with the last one before it is decoded.
+    #[serde(rename = "Response", default, borrow)]
+    response: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -162,30 +166,75 @@ struct CallbackBody {
     commands: Option<Vec<String>>,
 }
 
+/// One target's last `Response` as written, and the observation it decoded to. An
+/// answer is nearly always the same as the last one; it is then taken from here rather
+/// than decoded into new strings.
+#[derive(Debug, Default)]
+pub struct LastResponse(Mutex<Option<(Box<str>, Arc<Observed>)>>);
+
+impl LastResponse {
+    /// The observation of `response`: the last one if the text is the same, else decoded
+    /// and kept. `None` for a `Response` without `Url`.
+    fn observation(&self, response: &RawValue) -> Result<Option<Arc<Observed>>, serde_json::Error> {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((text, observed)) = &*last {
+            if **text == *response.get() {
+                return Ok(Some(observed.clone()));
+            }
+        }
+        let CallbackBody { url, commands } = serde_json::from_str(response.get())?;
+        let Some(url) = url else {
+            return Ok(None);
+        };
+        let observed = Arc::new(Observed::Present {
+            url,
+            commands: commands.unwrap_or_default(),
+        });
+        *last = Some((response.get().into(), observed.clone()));
+        Ok(Some(observed))
+    }
+}
+
+/// What every 100301 answer observes, made once.
+static ABSENT: LazyLock<Arc<Observed>> = LazyLock::new(|| Arc::new(Observed::Absent));
+
 /// Decodes a `get_callback` answer. Lenient: unknown fields are ignored and `Response`
 /// is optional, except that success must say what the config is.
 pub fn decode_get_callback(body: &[u8]) -> (Result<Observed, PollError>, Option<String>) {
+    let (result, request_id) = decode_get_callback_after(body, &LastResponse::default());
+    (result.map(Arc::unwrap_or_clone), request_id)
+}
+
+/// [`decode_get_callback`], taking the observation from `last` when the `Response` is the
+/// same as last time.
+pub fn decode_get_callback_after(
+    body: &[u8],
+    last: &LastResponse,
+) -> (Result<Arc<Observed>, PollError>, Option<String>) {
+    let undecodable = |e: serde_json::Error| {
+        let looks_html = body
+            .iter()
+            .take(512)
+            .copied()
+            .collect::<Vec<u8>>()
+            .to_ascii_lowercase()
+            .windows(5)
+            .any(|w| w == b"<html");
+        let what = if looks_html {
+            "an HTML page, not JSON".to_owned()
+        } else {
+            format!("not the expected JSON ({e})")
+        };
+        Err(PollError::Decode(format!("{what}, {} bytes", body.len())))
+    };
     let envelope: Envelope = match serde_json::from_slice(body) {
         Ok(e) => e,
-        Err(e) => {
-            let looks_html = body
-                .iter()
-                .take(512)
-                .copied()
-                .collect::<Vec<u8>>()
-                .to_ascii_lowercase()
-                .windows(5)
-                .any(|w| w == b"<html");
-            let what = if looks_html {
-                "an HTML page, not JSON".to_owned()
-            } else {
-                format!("not the expected JSON ({e})")
-            };
-            return (
-                Err(PollError::Decode(format!("{what}, {} bytes", body.len()))),
-                None,
-            );
-        }
+        Err(e) => return (undecodable(e), None),
+    };
+    let observation = match envelope.response.map(|r| last.observation(r)) {
+        Some(Err(e)) => return (undecodable(e), None),
+        Some(Ok(observation)) => observation,
+        None => None,
     };
     let request_id = envelope.request_id;
     let Some(code) = envelope.error_code else {
@@ -195,19 +244,9 @@ pub fn decode_get_callback(body: &[u8]) -> (Result<Observed, PollError>, Option<
         );
     };
     let result = match code {
-        0 => match envelope.response {
-            Some(CallbackBody {
-                url: Some(url),
-                commands,
-            }) => Ok(Observed::Present {
-                url,
-                commands: commands.unwrap_or_default(),
-            }),
-            _ => Err(PollError::Decode(
-                "ErrorCode 0 without Response.Url".to_owned(),
-            )),
-        },
-        CODE_NO_CONFIG => Ok(Observed::Absent),
+        0 => observation
+            .ok_or_else(|| PollError::Decode("ErrorCode 0 without Response.Url".to_owned())),
+        CODE_NO_CONFIG => Ok(ABSENT.clone()),
         _ => Err(refusal(ApiAnswer {
             code,
             info: envelope.error_info.unwrap_or_default(),
@@ -311,9 +350,48 @@ mod tests {
             (r#"{"ErrorCode":70020}"#, Err("api_error:70020".into())),
             (r#"{"ErrorCode":12345}"#, Err("api_error:12345".into())),
         ];
-        for (body, want) in cases {
-            assert_eq!(decode(body), want, "{body}");
+        // The same again through one target's last response, twice: an answer taken from
+        // it decodes as it would afresh.
+        let last = LastResponse::default();
+        for (body, want) in cases.iter().chain(&cases) {
+            assert_eq!(&decode(body), want, "{body}");
+            let (reused, _) = decode_get_callback_after(body.as_bytes(), &last);
+            let reused = reused
+                .map(Arc::unwrap_or_clone)
+                .map_err(|e| format!("{}:{}", e.kind(), e.error_code()));
+            assert_eq!(&reused, want, "{body} after the last response");
         }
+    }
+
+    #[test]
+    fn an_unchanged_response_is_the_last_observation_and_a_changed_one_is_decoded() {
+        let body = |url: &str, id: &str| {
+            format!(
+                r#"{{"ErrorCode":0,"RequestId":"{id}","Response":{{"Url":"{url}","CallbackCommandList":["Call.CallbackAfterEndCall"]}}}}"#
+            )
+        };
+        let last = LastResponse::default();
+        let poll = |body: String| {
+            let (result, id) = decode_get_callback_after(body.as_bytes(), &last);
+            (result.expect("present"), id.expect("request id"))
+        };
+        let (first, id) = poll(body("https://h/cb", "r1"));
+        let (again, again_id) = poll(body("https://h/cb", "r2"));
+        assert!(Arc::ptr_eq(&first, &again), "taken from the last response");
+        assert_eq!((id.as_str(), again_id.as_str()), ("r1", "r2"));
+
+        let (changed, _) = poll(body("https://h/new", "r3"));
+        assert!(!Arc::ptr_eq(&first, &changed));
+        assert_eq!(changed.url(), Some("https://h/new"));
+        // A failed answer leaves the last response as it was.
+        let (failed, _) = decode_get_callback_after(br#"{"ErrorCode":70001}"#, &last);
+        assert!(failed.is_err());
+        let (same, _) = poll(body("https://h/new", "r4"));
+        assert!(Arc::ptr_eq(&changed, &same));
+        // And going back is a change like any other.
+        let (back, _) = poll(body("https://h/cb", "r5"));
+        assert_eq!(*back, *first);
+        assert!(!Arc::ptr_eq(&back, &changed));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod transport;
 pub mod usersig;
 mod write;
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,7 +30,8 @@ use crate::drift::Observed;
 use crate::ratelimit::RateLimits;
 use answer::USERSIG_EXPIRED;
 pub use answer::{
-    ApiAnswer, CODE_NO_CONFIG, PollError, PollOutcome, decode_get_callback, decode_write,
+    ApiAnswer, CODE_NO_CONFIG, LastResponse, PollError, PollOutcome, decode_get_callback,
+    decode_get_callback_after, decode_write,
 };
 use deadlines::Deadlines;
 pub use target::{BaseUrls, Target, targets};
@@ -205,7 +207,7 @@ struct Attempt<T> {
 }
 
 /// How an API's answer body is decoded.
-type Decode<T> = fn(&[u8]) -> (Result<T, PollError>, Option<String>);
+type Decode<'a, T> = &'a (dyn Fn(&[u8]) -> (Result<T, PollError>, Option<String>) + Sync);
 
 impl Client {
     pub fn new(
@@ -321,12 +323,13 @@ impl Client {
     }
 
     /// One `get_callback` exchange for a call that passed the limiter at `passed`.
-    async fn attempt(&self, target: &Target, passed: Instant) -> Attempt<Observed> {
+    async fn attempt(&self, target: &Target, passed: Instant) -> Attempt<Arc<Observed>> {
+        let decode = |body: &[u8]| decode_get_callback_after(body, &target.last_response);
         let request = Request {
             api: "get_callback",
             body: Bytes::from_static(b"{}"),
             resend: transport::Resend::Unanswered,
-            decode: decode_get_callback,
+            decode: &decode,
         };
         self.exchange(target, passed, request).await
     }
@@ -337,7 +340,7 @@ impl Client {
         &self,
         target: &Target,
         passed: Instant,
-        request: Request<T>,
+        request: Request<'_, T>,
     ) -> Attempt<T> {
         let base = self.base_url(target);
         let path = request_path(target, request.api, self.clock.unix_secs());
@@ -351,7 +354,7 @@ impl Client {
         };
         let read = Box::pin(self.http.post(
             base,
-            &path,
+            path,
             &REQUEST_HEADERS,
             payload,
             MAX_BODY_BYTES,
@@ -379,11 +382,11 @@ impl Client {
 
 /// One API call: its name under the product's family, its body, whether a request that
 /// met a closing connection may go again, and how its answer decodes.
-struct Request<T> {
+struct Request<'a, T> {
     api: &'static str,
     body: Bytes,
     resend: transport::Resend,
-    decode: Decode<T>,
+    decode: Decode<'a, T>,
 }
 
 /// The request path of `api` in the target's product family, with its query.
@@ -399,17 +402,14 @@ fn request_path(target: &Target, api: &str, now_unix: u64) -> String {
     path.push_str(target.key.product.api_family());
     path.push('/');
     path.push_str(api);
-    path.push_str("?sdkappid=");
-    path.push_str(&target.key.sdkappid.to_string());
-    path.push_str("&identifier=");
+    // Numbers are formatted straight into the path; writing to a String cannot fail.
+    let _ = write!(path, "?sdkappid={}&identifier=", target.key.sdkappid);
     path.extend(url::form_urlencoded::byte_serialize(
         target.identifier.as_bytes(),
     ));
     path.push_str("&usersig=");
     path.push_str(usersig.expose());
-    path.push_str("&random=");
-    path.push_str(&random.to_string());
-    path.push_str("&contenttype=json");
+    let _ = write!(path, "&random={random}&contenttype=json");
     path
 }
 
@@ -417,7 +417,7 @@ fn request_path(target: &Target, api: &str, now_unix: u64) -> String {
 fn classify<T>(
     outcome: Result<Result<transport::Answer, transport::Error>, ()>,
     timeout: Duration,
-    decode: Decode<T>,
+    decode: Decode<'_, T>,
 ) -> Attempt<T> {
     match outcome {
         Err(_) => Attempt {
@@ -489,6 +489,7 @@ mod tests {
                 bases: BaseUrls::new("https://console.tim.qq.com".to_owned(), None),
                 usersig: usersig.clone(),
                 expect: crate::drift::Expected::default_for(product),
+                last_response: Arc::default(),
             };
             let path = request_path(&target, "get_callback", 1_700_000_000);
             assert!(path.starts_with(family), "{path}");

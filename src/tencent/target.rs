@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::answer::LastResponse;
 use super::usersig::UserSigCache;
 use crate::config::{Config, Secrets, TargetKey};
 use crate::drift::Expected;
@@ -41,6 +42,9 @@ pub struct Target {
     pub usersig: Arc<UserSigCache>,
     /// What the product's configuration should look like.
     pub expect: Expected,
+    /// The last answer's `Response`, so an unchanged one is not decoded again. Each
+    /// target has its own, made with it: a reload starts afresh.
+    pub last_response: Arc<LastResponse>,
 }
 
 /// Every (app, region, product) target of `config`: apps in config order, then regions
@@ -69,6 +73,7 @@ pub fn targets(config: &Config, secrets: &Secrets) -> Vec<Target> {
                     bases: BaseUrls::new(region.base.clone(), region.backup.clone()),
                     usersig: usersig.clone(),
                     expect: expect.clone(),
+                    last_response: Arc::default(),
                 });
             }
         }
@@ -122,6 +127,16 @@ mod tests {
             Arc::ptr_eq(&all[0].usersig, &all[1].usersig),
             "one cache per app"
         );
+        assert!(
+            !Arc::ptr_eq(&all[0].last_response, &all[1].last_response),
+            "one last response per target"
+        );
+        // A reload builds its targets anew: nothing of the last answers carries over.
+        let reloaded = targets(&config, &secrets);
+        assert!(!Arc::ptr_eq(
+            &all[0].last_response,
+            &reloaded[0].last_response
+        ));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -159,13 +159,15 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// stay bounded.
 const MAX_IDLE_PER_BASE: usize = 256;
 
-/// What a request to one base URL needs, worked out once per base.
+/// What a request to one base URL needs, worked out once per base, and its pool.
 struct Destination {
     /// The base as a URI: what the connector connects to.
     uri: Uri,
     host: HeaderValue,
     /// Through an HTTP proxy: requests in absolute form, with these credentials.
     forward: Option<Option<HeaderValue>>,
+    /// Oldest first; checkout takes the newest, so a few connections stay warm.
+    idle: Mutex<VecDeque<Idle>>,
 }
 
 /// An idle keep-alive connection.
@@ -245,7 +247,7 @@ pub struct Payload {
 /// A response: status and body, or `None` for a body over the limit.
 pub struct Answer {
     pub status: StatusCode,
-    pub body: Option<Vec<u8>>,
+    pub body: Option<Bytes>,
 }
 
 /// HTTP/1.1 client with a keep-alive pool per base URL.
@@ -256,8 +258,6 @@ pub struct Answer {
 pub struct Http {
     connector: Connector,
     destinations: Mutex<HashMap<String, Arc<Destination>>>,
-    /// Oldest first; checkout takes the newest, so a few connections stay warm.
-    idle: Mutex<HashMap<String, VecDeque<Idle>>>,
     idle_timeout: Duration,
 }
 
@@ -284,7 +284,6 @@ impl Http {
         Self {
             connector,
             destinations: Mutex::new(HashMap::new()),
-            idle: Mutex::new(HashMap::new()),
             idle_timeout: IDLE_TIMEOUT,
         }
     }
@@ -306,22 +305,26 @@ impl Http {
                 .map(|proxy| proxy.basic_auth().cloned()),
             _ => None,
         };
-        let destination = Arc::new(Destination { uri, host, forward });
+        let destination = Arc::new(Destination {
+            uri,
+            host,
+            forward,
+            idle: Mutex::default(),
+        });
         destinations.insert(base.to_owned(), destination.clone());
         Ok(destination)
     }
 
-    /// An idle connection to `base` that is still open (and `true`: it was used before),
-    /// or a new one.
+    /// An idle connection to `destination` that is still open (and `true`: it was used
+    /// before), or a new one.
     async fn checkout(
         &self,
-        base: &str,
         destination: &Destination,
     ) -> Result<(SendRequest<Full<Bytes>>, bool), Error> {
         loop {
             let idle = {
-                let mut pool = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                pool.get_mut(base).and_then(VecDeque::pop_back)
+                let mut idle = destination.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.pop_back()
             };
             let Some(idle) = idle else { break };
             let Idle { mut sender, since } = idle;
@@ -350,13 +353,12 @@ impl Http {
         Ok(sender)
     }
 
-    fn checkin(&self, base: &str, sender: SendRequest<Full<Bytes>>) {
+    fn checkin(&self, destination: &Destination, sender: SendRequest<Full<Bytes>>) {
         if sender.is_closed() {
             return;
         }
         let now = Instant::now();
-        let mut pool = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let idle = pool.entry(base.to_owned()).or_default();
+        let mut idle = destination.idle.lock().unwrap_or_else(|p| p.into_inner());
         // Oldest first: drop those that expired or were closed by the server, then any
         // beyond the bound. Dropping a sender ends its connection.
         while idle.front().is_some_and(|i| {
@@ -369,7 +371,7 @@ impl Http {
     }
 
     /// POSTs `payload`'s body to `base` + `path_and_query` and reads the answer, at most `limit`
-    /// body bytes. A connection whose answer was read whole goes back to the pool.
+    /// body bytes. `path_and_query` is taken whole: the request's URI keeps it without a copy. A connection whose answer was read whole goes back to the pool.
     /// `connected` is called right before the request goes out on a connection opened
     /// for it: the time since the caller decided to send went to connecting.
     ///
@@ -384,7 +386,7 @@ impl Http {
     pub async fn post(
         &self,
         base: &str,
-        path_and_query: &str,
+        path_and_query: String,
         headers: &[(HeaderName, HeaderValue)],
         payload: Payload,
         limit: usize,
@@ -400,7 +402,7 @@ impl Http {
         .map_err(|e| Error::Url(format!("{e}")))?;
         let request = || build_request(&destination, uri.clone(), headers, body.clone());
 
-        let (mut sender, reused) = self.checkout(base, &destination).await?;
+        let (mut sender, reused) = self.checkout(&destination).await?;
         if !reused {
             connected();
         }
@@ -425,7 +427,7 @@ impl Http {
         let status = response.status();
         let body = read_capped(response, limit).await.map_err(Error::Body)?;
         if body.is_some() {
-            self.checkin(base, sender);
+            self.checkin(&destination, sender);
         }
         Ok(Answer { status, body })
     }
@@ -438,11 +440,13 @@ fn build_request(
     headers: &[(HeaderName, HeaderValue)],
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, Error> {
+    let length = body.len();
     let mut request = Request::post(uri)
         .body(Full::new(body))
         .map_err(|e| Error::Url(format!("{e}")))?;
     let request_headers = request.headers_mut();
     request_headers.insert(HOST, destination.host.clone());
+    request_headers.insert(CONTENT_LENGTH, content_length(length));
     for (name, value) in headers {
         request_headers.insert(name.clone(), value.clone());
     }
@@ -450,6 +454,16 @@ fn build_request(
         request_headers.insert(PROXY_AUTHORIZATION, auth.clone());
     }
     Ok(request)
+}
+
+/// The `Content-Length` of a body of `length` bytes. Set here, since hyper formats one
+/// into a new buffer per request; a read's `{}` takes a static value.
+fn content_length(length: usize) -> HeaderValue {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match DIGITS.get(length) {
+        Some(digit) => HeaderValue::from_static(digit),
+        None => HeaderValue::from(length),
+    }
 }
 
 /// Whether a request failed because its connection ended where the answer should have
@@ -471,11 +485,12 @@ fn ended_before_answer(error: &hyper::Error) -> bool {
     false
 }
 
-/// Body bytes of `response`, at most `limit` of them: `None` when there are more.
+/// Body bytes of `response`, at most `limit` of them: `None` when there are more. An
+/// answer that comes in one frame, as a small one does, is kept as it came, without a copy.
 async fn read_capped(
     response: Response<Incoming>,
     limit: usize,
-) -> Result<Option<Vec<u8>>, hyper::Error> {
+) -> Result<Option<Bytes>, hyper::Error> {
     let declared = response
         .headers()
         .get(CONTENT_LENGTH)
@@ -485,16 +500,26 @@ async fn read_capped(
         return Ok(None);
     }
     let mut body = response.into_body();
-    let mut bytes = Vec::with_capacity(declared.map_or(0, |len| len as usize));
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    let mut length = 0;
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            if bytes.len() + data.len() > limit {
-                return Ok(None);
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        length += data.len();
+        if length > limit {
+            return Ok(None);
+        }
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            before => {
+                joined.extend_from_slice(&before.unwrap_or_default());
+                joined.extend_from_slice(&data);
             }
-            bytes.extend_from_slice(&data);
         }
     }
-    Ok(Some(bytes))
+    Ok(Some(first.unwrap_or_else(|| joined.freeze())))
 }
 
 #[cfg(test)]
@@ -595,16 +620,17 @@ mod tests {
 
     async fn post(http: &Http, base: &str) -> String {
         let answer = http
-            .post(base, "/x?y=1", &[], unanswered(), 1024, &|| {})
+            .post(base, "/x?y=1".to_owned(), &[], unanswered(), 1024, &|| {})
             .await
             .expect("answer");
         assert_eq!(answer.status, StatusCode::OK);
-        String::from_utf8(answer.body.expect("body within the limit")).expect("utf8")
+        String::from_utf8(answer.body.expect("body within the limit").to_vec()).expect("utf8")
     }
 
     fn idle_count(http: &Http, base: &str) -> usize {
-        let pool = http.idle.lock().expect("pool");
-        pool.get(base).map_or(0, VecDeque::len)
+        let destination = http.destination(base).expect("destination");
+        let idle = destination.idle.lock().expect("pool");
+        idle.len()
     }
 
     #[tokio::test]
@@ -618,12 +644,10 @@ mod tests {
         for _ in 0..burst {
             let (http, base, gate) = (http.clone(), base.clone(), gate.clone());
             tasks.push(tokio::spawn(async move {
-                let sender = {
-                    let destination = http.destination(&base).expect("destination");
-                    http.checkout(&base, &destination).await.expect("connect").0
-                };
+                let destination = http.destination(&base).expect("destination");
+                let sender = http.checkout(&destination).await.expect("connect").0;
                 gate.wait().await;
-                http.checkin(&base, sender);
+                http.checkin(&destination, sender);
             }));
         }
         for task in tasks {
@@ -683,7 +707,7 @@ mod tests {
         let (base, accepted) = server(Mode::KeepAlive).await;
         let http = http();
         let answer = http
-            .post(&base, "/x", &[], unanswered(), 3, &|| {})
+            .post(&base, "/x".to_owned(), &[], unanswered(), 3, &|| {})
             .await
             .expect("answer");
         assert!(answer.body.is_none());
@@ -719,7 +743,7 @@ mod tests {
         let lost = http
             .post(
                 &base,
-                "/x",
+                "/x".to_owned(),
                 &[],
                 Payload {
                     body: Bytes::from_static(b"{}"),
@@ -743,7 +767,7 @@ mod tests {
         };
         let mut heard = Vec::new();
         for _ in 0..6 {
-            http.post(&base, "/x", &[], unanswered(), 1024, &count)
+            http.post(&base, "/x".to_owned(), &[], unanswered(), 1024, &count)
                 .await
                 .expect("answer");
             heard.push(connected.load(Ordering::SeqCst));
@@ -758,14 +782,14 @@ mod tests {
         let http = http();
         assert_eq!(post(&http, &base).await, "{\"n\":0}");
         let reset = http
-            .post(&base, "/x", &[], unanswered(), 1024, &|| {})
+            .post(&base, "/x".to_owned(), &[], unanswered(), 1024, &|| {})
             .await;
         assert!(matches!(reset, Err(Error::Request(_))));
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "not sent again");
 
         let (base, accepted) = server(Mode::CloseOnRequestAfter(0)).await;
         let closed = http
-            .post(&base, "/x", &[], unanswered(), 1024, &|| {})
+            .post(&base, "/x".to_owned(), &[], unanswered(), 1024, &|| {})
             .await;
         assert!(matches!(closed, Err(Error::Request(e)) if e.is_incomplete_message()));
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "not sent again");

@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::io::Read;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -20,8 +20,9 @@ use crate::secret::SecretKey;
 const MAX_DECODED_LEN: u64 = 64 * 1024;
 
 /// A minted UserSig. A bearer credential, so it redacts itself like [`SecretKey`].
+/// Shared, so the cache hands it to each request without a copy.
 #[derive(Clone, PartialEq, Eq)]
-pub struct UserSig(String);
+pub struct UserSig(Arc<str>);
 
 impl UserSig {
     /// The string to put in the `usersig` query parameter.
@@ -125,7 +126,7 @@ pub fn mint(key: &SecretKey, sdkappid: u64, identifier: &str, time: u64, expire:
     };
     // Serialising a struct of strings and integers into memory cannot fail.
     let json = serde_json::to_vec(&decoded).unwrap_or_default();
-    UserSig(to_url_safe(&STANDARD.encode(zlib_stored(&json))))
+    UserSig(to_url_safe(&STANDARD.encode(zlib_stored(&json))).into())
 }
 
 /// zlib framing around stored (uncompressed) deflate blocks, the layout of Tencent's Go

@@ -133,7 +133,7 @@ impl Client {
             api: api.as_str(),
             body,
             resend: super::transport::Resend::Unsent,
-            decode: decode_write,
+            decode: &decode_write,
         };
         let attempt = self.exchange(target, passed.at, request).await;
         let result = match attempt.result {

@@ -57,7 +57,7 @@ impl Http {
     pub async fn post(
         &self,
         base: &str,
-        path_and_query: &str,
+        path_and_query: String,
         headers: &[(HeaderName, HeaderValue)],
         // reqwest's pool sends again only requests that never went out, so `resend` is
         // met either way.
@@ -87,7 +87,7 @@ impl Http {
         }
         Ok(Answer {
             status,
-            body: Some(bytes),
+            body: Some(bytes.into()),
         })
     }
 }
