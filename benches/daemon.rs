@@ -8,7 +8,9 @@
 //! figure (default 3); `BENCH_QUICK=1` shortens the long measurements for a smoke run;
 //! `BENCH_ONLY=cpu` measures the ideal CPU per poll alone, `BENCH_ONLY=ideal` the ideal
 //! table, `BENCH_ONLY=realistic` the realistic one, `BENCH_ONLY=realistic-cpu` the
-//! realistic CPU per poll alone. `--features reqwest-transport` builds the daemon with
+//! realistic CPU per poll alone, `BENCH_ONLY=memory` the RSS with 10,000 targets alone;
+//! `CALLDRIFT=PATH` measures that binary instead of this build's (another commit's).
+//! `--features reqwest-transport` builds the daemon with
 //! reqwest as its HTTP client, for comparison.
 //! Everything stays on 127.0.0.1.
 
@@ -259,6 +261,19 @@ fn main() {
                 println!(
                     "CPU per completed poll at 200 polls/s: median {:.1} us ({})",
                     median(cpu),
+                    shown.join(", ")
+                );
+            }
+            "memory" => {
+                // RSS alone, for chasing a change in it: `BENCH_ONLY=memory`.
+                let mut rss = Vec::new();
+                for _ in 0..runs {
+                    rss.push(memory_and_render(10_000, 1).await.0);
+                }
+                let shown: Vec<String> = rss.iter().map(|v| format!("{v:.1}")).collect();
+                println!(
+                    "RSS with 10,000 targets after a full round: median {:.1} MiB ({})",
+                    median(rss),
                     shown.join(", ")
                 );
             }

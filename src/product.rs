@@ -144,6 +144,94 @@ impl fmt::Display for Product {
     }
 }
 
+/// One value per product, for the few products an app watches: a sorted list, not a
+/// `BTreeMap`, whose smallest node holds room for eleven entries (about 1.4 KiB per app
+/// with one `Expected`, 14 MiB over 10,000 apps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductMap<T>(Vec<(Product, T)>);
+
+impl<T> Default for ProductMap<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T> ProductMap<T> {
+    /// Sets `product`'s value, replacing any earlier one; the list stays in product order.
+    pub fn insert(&mut self, product: Product, value: T) {
+        match self.0.binary_search_by_key(&product, |(p, _)| *p) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (product, value)),
+        }
+    }
+
+    pub fn get(&self, product: &Product) -> Option<&T> {
+        self.0.iter().find(|(p, _)| p == product).map(|(_, v)| v)
+    }
+
+    pub fn contains_key(&self, product: &Product) -> bool {
+        self.get(product).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The products, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &Product> {
+        self.0.iter().map(|(p, _)| p)
+    }
+
+    /// Each product with its value to change, in product order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Product, &mut T)> {
+        self.0.iter_mut().map(|(p, v)| (&*p, v))
+    }
+
+    /// Each product with its value, in product order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Product, &T)> {
+        self.0.iter().map(|(p, v)| (p, v))
+    }
+}
+
+impl<T> std::ops::Index<&Product> for ProductMap<T> {
+    type Output = T;
+
+    /// Like a map's index: only for a product known to be there.
+    #[allow(clippy::panic)]
+    fn index(&self, product: &Product) -> &T {
+        match self.get(product) {
+            Some(value) => value,
+            None => panic!("no {product} in this ProductMap"),
+        }
+    }
+}
+
+impl<T> FromIterator<(Product, T)> for ProductMap<T> {
+    fn from_iter<I: IntoIterator<Item = (Product, T)>>(iter: I) -> Self {
+        let mut map = ProductMap::default();
+        for (product, value) in iter {
+            map.insert(product, value);
+        }
+        map
+    }
+}
+
+impl<'a, T> IntoIterator for &'a ProductMap<T> {
+    type Item = (&'a Product, &'a T);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (Product, T)>,
+        fn(&'a (Product, T)) -> (&'a Product, &'a T),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(p, v)| (p, v))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +304,21 @@ mod tests {
                 .documented_commands()
                 .contains(&"Mic.CallbackAfterSeatInfoChanged")
         );
+    }
+
+    #[test]
+    fn a_product_map_keeps_product_order_and_one_value_each() {
+        let mut map: ProductMap<u32> = [(Product::Live, 3), (Product::Call, 1)]
+            .into_iter()
+            .collect();
+        map.insert(Product::Room, 2);
+        map.insert(Product::Call, 10);
+        assert_eq!(
+            map.iter().map(|(p, v)| (*p, *v)).collect::<Vec<_>>(),
+            vec![(Product::Call, 10), (Product::Room, 2), (Product::Live, 3)]
+        );
+        assert_eq!(map.len(), 3);
+        assert_eq!(map[&Product::Room], 2);
+        assert!(!ProductMap::<u32>::default().contains_key(&Product::Call));
     }
 }

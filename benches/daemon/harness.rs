@@ -154,8 +154,11 @@ pub(crate) fn write_config(
     path
 }
 
+/// The daemon's binary: this build's, or `$CALLDRIFT` (another commit's, to compare).
 pub(crate) fn calldrift() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_calldrift"));
+    let binary =
+        std::env::var_os("CALLDRIFT").unwrap_or_else(|| env!("CARGO_BIN_EXE_calldrift").into());
+    let mut command = Command::new(binary);
     command
         .env("BENCH_KEY", KEY)
         .env_remove("RUST_LOG")

@@ -53,25 +53,7 @@ pub(super) async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     let simulator = Simulator::new(scenario, Arc::new(SystemClock))?;
     let sim_shutdown = shutdown.clone();
     let sim_task = tokio::spawn(async move { simulator.run(sim_listener, sim_shutdown).await });
-    let grep = "grep -E '^calldrift_(drift\\{.*\\} 1|callback_config_changes_total)'";
-    let intro = [
-        format!(
-            "calldrift demo: a simulated Chat API on http://{sim_addr} tells a story of four apps:"
-        ),
-        "  clean (https, both commands, and a TUIRoomKit config watched as a second target),"
-            .into(),
-        "  plain-http (http:// URL), missing (no config), rotating (its commands change".into(),
-        "  every 30 s). calldrift polls each every 5 s.".into(),
-        String::new(),
-        format!("  landing page   http://{listen}/"),
-        format!("  metrics        http://{listen}/metrics"),
-        format!("  JSON           http://{listen}/api/v1/targets"),
-        String::new(),
-        format!("  curl -s http://{listen}/metrics | {grep}"),
-        String::new(),
-        "Ctrl-C stops it.\n".into(),
-    ];
-    emit(intro.join("\n"))?;
+    emit(intro(sim_addr, listen))?;
     let (handle, inbox) = daemon::reload_channel();
     tokio::spawn(cancel_on_signal(shutdown.clone(), Some(handle)));
     let options = daemon::Options {
@@ -96,4 +78,27 @@ pub(super) async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     let _ = sim_task.await;
     result?;
     Ok(())
+}
+
+/// What the demo prints at start: the story, where to look, a grep that shows the drift.
+fn intro(sim_addr: SocketAddr, listen: SocketAddr) -> String {
+    let grep = "grep -E '^calldrift_(drift\\{.*\\} 1|callback_config_changes_total)'";
+    let intro = [
+        format!(
+            "calldrift demo: a simulated Chat API on http://{sim_addr} tells a story of four apps:"
+        ),
+        "  clean (https, both commands, and a TUIRoomKit config watched as a second target),"
+            .into(),
+        "  plain-http (http:// URL), missing (no config), rotating (its commands change".into(),
+        "  every 30 s). calldrift polls each every 5 s.".into(),
+        String::new(),
+        format!("  landing page   http://{listen}/"),
+        format!("  metrics        http://{listen}/metrics"),
+        format!("  JSON           http://{listen}/api/v1/targets"),
+        String::new(),
+        format!("  curl -s http://{listen}/metrics | {grep}"),
+        String::new(),
+        "Ctrl-C stops it.\n".into(),
+    ];
+    intro.join("\n")
 }

@@ -35,7 +35,7 @@ use self::positions::Positions;
 use self::raw::RawConfig;
 pub use self::secrets::{Secrets, resolve_secrets, resolve_selected_secrets};
 use crate::drift::Expected;
-use crate::product::Product;
+use crate::product::{Product, ProductMap};
 use crate::secret::SecretKey;
 
 /// Where calldrift looks for its config when neither `--config` nor `$CALLDRIFT_CONFIG` is set.
@@ -229,7 +229,7 @@ pub struct App {
     pub remediate: Remediate,
     /// The products watched (at least one; `call` when the config names none), each with
     /// what its callback configuration should look like.
-    pub products: BTreeMap<Product, Expected>,
+    pub products: ProductMap<Expected>,
     /// Where the secret source is written, for resolution errors.
     pub secret_pos: Pos,
 }
@@ -449,7 +449,7 @@ pub(crate) mod tests {
         assert_eq!(app.usersig_ttl, Duration::from_secs(86_400));
         assert_eq!(
             app.products,
-            BTreeMap::from([(Product::Call, Expected::default())])
+            ProductMap::from_iter([(Product::Call, Expected::default())])
         );
         assert_eq!(
             config.regions["singapore"].backup.as_deref(),

@@ -180,7 +180,7 @@ fn start(
 
     let (saved, writes) = load_state(config.state_file.as_ref(), clock.as_ref());
     let status = Arc::new(Status::new(metrics.clone(), clock.clone()));
-    let targets = tencent::targets(&config, &loaded.secrets);
+    let targets = shared(tencent::targets(&config, &loaded.secrets));
     status.apply_targets(&targets, &saved);
     let enforcer = Arc::new(Enforcer::new(
         &config,
@@ -344,14 +344,19 @@ impl Tasks {
 }
 
 /// What the scheduler polls, as a whole.
+/// One copy of each target, for the scheduler's plan and the status together.
+pub(super) fn shared(targets: Vec<Target>) -> Vec<Arc<Target>> {
+    targets.into_iter().map(Arc::new).collect()
+}
+
 fn plan(
-    targets: Vec<Target>,
+    targets: Vec<Arc<Target>>,
     config: &Config,
     client: &Arc<Client>,
     enforcer: &Enforcer,
 ) -> Arc<Plan> {
     Arc::new(Plan {
-        targets: targets.into_iter().map(Arc::new).collect(),
+        targets,
         interval: config.poll.interval,
         max_concurrency: config.poll.max_concurrency,
         client: client.clone(),

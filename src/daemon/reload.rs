@@ -35,7 +35,7 @@ pub(super) struct Prepared {
     pub(super) warnings: Vec<String>,
     pub(super) client: Arc<Client>,
     pub(super) prober: Option<Arc<Prober>>,
-    pub(super) targets: Vec<Target>,
+    pub(super) targets: Vec<Arc<Target>>,
 }
 
 /// What [`prepare`] needs from the running daemon, owned so it can move to the blocking pool.
@@ -91,7 +91,7 @@ pub(super) fn prepare(inputs: Inputs) -> Result<Prepared, Vec<String>> {
         new_prober(&loaded.config, inputs.resolver.clone(), &inputs.clock)
             .map_err(|e| vec![e.to_string()])?
     };
-    let targets = tencent::targets(&loaded.config, &loaded.secrets);
+    let targets = super::shared(tencent::targets(&loaded.config, &loaded.secrets));
     let warnings = loaded
         .warnings
         .iter()

@@ -396,13 +396,16 @@ mod tests {
         let (config, _) = crate::config::parse(CONFIG, "c.yaml", Path::new("/")).expect("valid");
         let (secrets, _) =
             crate::config::resolve_secrets(&config, &|_| Some("k".into())).expect("secrets");
-        let targets = crate::tencent::targets(&config, &secrets);
+        let targets: Vec<Arc<Target>> = crate::tencent::targets(&config, &secrets)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let metrics = Arc::new(Metrics::new("test", "test"));
         let clock: Arc<dyn Clock> = Arc::new(FixedClock::at_unix(1_800_000_000));
         let status = Arc::new(Status::new(metrics.clone(), clock.clone()));
         status.apply_targets(&targets, &BTreeMap::new());
         let enforcer = Enforcer::new(&config, SavedWrites::default(), status, metrics, clock);
-        (enforcer, config, targets[0].clone())
+        (enforcer, config, Target::clone(&targets[0]))
     }
 
     /// The config is absent: a set would repair it.

@@ -57,7 +57,7 @@ fn outside_expect(config: &Config) -> Config {
     let mut config = config.clone();
     for app in &mut config.apps {
         // Which products are watched is outside `expect:`; what each expects is not.
-        for (product, expect) in &mut app.products {
+        for (product, expect) in app.products.iter_mut() {
             *expect = Expected::default_for(*product);
         }
         app.secret_pos = Pos::START;

@@ -28,7 +28,8 @@ use crate::tencent::Target;
 
 #[derive(Debug)]
 struct Entry {
-    target: Target,
+    /// Shared with the scheduler's plan: one copy per target.
+    target: Arc<Target>,
     /// What the target exports; rendered at scrape time.
     sample: TargetSample,
     known: Knowledge,
@@ -37,11 +38,12 @@ struct Entry {
     /// The last probe of `endpoint`.
     probe: Option<ProbeResult>,
     /// What `remediate:` plans or did; `None` while the app has it off.
-    remediation: Option<RemediationReport>,
+    /// Boxed: most targets have none, and the report is large.
+    remediation: Option<Box<RemediationReport>>,
 }
 
 impl Entry {
-    fn new(target: &Target, saved: Option<&SavedTarget>) -> Self {
+    fn new(target: &Arc<Target>, saved: Option<&SavedTarget>) -> Self {
         let commands = target
             .expect
             .commands
@@ -156,7 +158,8 @@ struct LastProbe {
 
 #[derive(Debug, Default)]
 struct Inner {
-    entries: BTreeMap<TargetKey, Entry>,
+    /// Boxed: an entry is large, and a map node keeps room for eleven of them inline.
+    entries: BTreeMap<TargetKey, Box<Entry>>,
     history: History,
     /// The last probe of every endpoint some target points at.
     probes: BTreeMap<Endpoint, LastProbe>,
@@ -192,7 +195,7 @@ impl Status {
     /// Makes `targets` the configured set: new ones get series at 0 (and their saved state),
     /// dropped ones lose their series, remaining ones keep what is known and are re-checked
     /// against their possibly new expectations.
-    pub fn apply_targets(&self, targets: &[Target], saved: &BTreeMap<TargetKey, SavedTarget>) {
+    pub fn apply_targets(&self, targets: &[Arc<Target>], saved: &BTreeMap<TargetKey, SavedTarget>) {
         let now = self.clock.unix_f64();
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -201,7 +204,7 @@ impl Status {
         for target in targets {
             let Some(entry) = inner.entries.get_mut(&target.key) else {
                 let entry = Entry::new(target, saved.get(&target.key));
-                inner.entries.insert(target.key.clone(), entry);
+                inner.entries.insert(target.key.clone(), Box::new(entry));
                 continue;
             };
             entry.target = target.clone();
@@ -286,12 +289,17 @@ impl Status {
                 }
             }
         }
-        entry.remediation = report;
+        entry.remediation = report.map(Box::new);
     }
 
     /// What `remediate:` last showed for `key`.
     pub fn remediation(&self, key: &TargetKey) -> Option<RemediationReport> {
-        self.lock().entries.get(key)?.remediation.clone()
+        self.lock()
+            .entries
+            .get(key)?
+            .remediation
+            .as_deref()
+            .cloned()
     }
 
     /// Renders the metrics: the process-wide ones, then every target's families.
@@ -322,7 +330,7 @@ impl Status {
                     changes: Some(k.changes),
                     last_change: k.last_change,
                     endpoint: e.endpoint_report(),
-                    remediation: e.remediation.clone(),
+                    remediation: e.remediation.as_deref().cloned(),
                     ..TargetReport::new(
                         &e.target.key,
                         k.view(),

@@ -12,7 +12,7 @@ use super::resolve_path;
 use crate::config::raw::{RawApp, RawExpect};
 use crate::config::{App, Diagnostics, Pos, Region, Remediate, SecretSource, Severity};
 use crate::drift::Expected;
-use crate::product::Product;
+use crate::product::{Product, ProductMap};
 use crate::secret::SecretKey;
 
 /// What every app is checked against.
@@ -21,7 +21,7 @@ pub(super) struct Context<'a> {
     pub(super) global: Option<&'a RawExpect>,
     /// Each product's expectation from `global`, checked: what an app without its own
     /// block expects.
-    pub(super) global_expects: &'a BTreeMap<Product, Expected>,
+    pub(super) global_expects: &'a ProductMap<Expected>,
     pub(super) regions: &'a BTreeMap<String, Region>,
     /// The global `remediate:`, checked, for an app's own block to override.
     pub(super) remediate: Remediate,
@@ -201,7 +201,7 @@ fn expectations(
     name: &str,
     context: &Context,
     diagnostics: &mut Diagnostics,
-) -> BTreeMap<Product, Expected> {
+) -> ProductMap<Expected> {
     let at = format!("{path}.expect");
     expect::check_nesting(own, &at, diagnostics);
     let scopes = [
@@ -214,7 +214,7 @@ fn expectations(
             path: &at,
         },
     ];
-    let mut expects = BTreeMap::new();
+    let mut expects = ProductMap::default();
     for product in Product::ALL {
         let is_watched = watched.contains(&product);
         if own.and_then(|b| b.sub_block(product)).is_some() && !is_watched {
