@@ -197,6 +197,22 @@ fn calldrift(args: &[&str]) -> std::process::Output {
     command.output().expect("run calldrift")
 }
 
+/// `validate` on `path`: its output, its stderr, and each stderr line from its
+/// `line:column` on (the temporary directory's path cut off).
+fn validate_lines(path: &std::path::Path) -> (std::process::Output, String, Vec<String>) {
+    let out = calldrift(&["validate", "-c", path.to_str().expect("utf8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines = stderr
+        .lines()
+        .map(|l| {
+            l.rsplit_once("c.yaml:")
+                .map_or(l, |(_, rest)| rest)
+                .to_owned()
+        })
+        .collect();
+    (out, stderr, lines)
+}
+
 #[tokio::test]
 async fn the_binary_exits_with_the_documented_codes_and_prints_json() {
     let sim = Sim::start(vec![
@@ -314,17 +330,8 @@ fn validate_tells_each_mistake_once_in_the_operators_words() {
     let path = dir.path().join("c.yaml");
     let text = "poll:\n  max_concurency: 16\n  retries: two\nexpect:\n  url_scheme: htps\n  url: https://x.example/cb\n  commands: [Bogus.Word]\napps:\n  - name: a\n    sdkappid: \"1400000001\"\n    regions: [singapore]\n    secret_key_env: KEY_1\n    secret_key_enviroment: KEY_1\n    expect:\n      present: true\n";
     std::fs::write(&path, text).expect("write");
-    let out = calldrift(&["validate", "-c", path.to_str().expect("utf8")]);
+    let (out, stderr, lines) = validate_lines(&path);
     assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<String> = stderr
-        .lines()
-        .map(|l| {
-            l.rsplit_once("c.yaml:")
-                .map_or(l, |(_, rest)| rest)
-                .to_owned()
-        })
-        .collect();
     // Decoding stops at the first wrong type: the keys read before it are told with it.
     assert_eq!(
         lines,
@@ -337,16 +344,7 @@ fn validate_tells_each_mistake_once_in_the_operators_words() {
 
     let fixed = text.replace("  max_concurency: 16\n  retries: two\n", "");
     std::fs::write(&path, fixed).expect("write");
-    let out = calldrift(&["validate", "-c", path.to_str().expect("utf8")]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<String> = stderr
-        .lines()
-        .map(|l| {
-            l.rsplit_once("c.yaml:")
-                .map_or(l, |(_, rest)| rest)
-                .to_owned()
-        })
-        .collect();
+    let (_, stderr, lines) = validate_lines(&path);
     assert_eq!(
         lines,
         vec![
